@@ -1,0 +1,94 @@
+"""dotsocr: document OCR with the dots.ocr vision-language model.
+
+The names below load on first use, so that ``dotsocr --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "CATEGORIES": "dotsocr.layout",
+    "Cell": "dotsocr.layout",
+    "ConfigError": "dotsocr.errors",
+    "CorruptDocument": "dotsocr.errors",
+    "DocumentError": "dotsocr.errors",
+    "DocumentOptions": "dotsocr.document",
+    "DocumentResult": "dotsocr.layout",
+    "DocumentTooLarge": "dotsocr.errors",
+    "DotsOCRError": "dotsocr.errors",
+    "EmptyDocument": "dotsocr.errors",
+    "EngineError": "dotsocr.errors",
+    "NotADocument": "dotsocr.errors",
+    "Page": "dotsocr.document",
+    "PageError": "dotsocr.document",
+    "PageResult": "dotsocr.layout",
+    "PageSelectionError": "dotsocr.errors",
+    "PageStatus": "dotsocr.layout",
+    "PageTooExtreme": "dotsocr.errors",
+    "PasswordError": "dotsocr.errors",
+    "UnknownModel": "dotsocr.errors",
+    "get_profile": "dotsocr.models",
+    "open_document": "dotsocr.document",
+}
+
+__all__ = [
+    "CATEGORIES",
+    "Cell",
+    "ConfigError",
+    "CorruptDocument",
+    "DocumentError",
+    "DocumentOptions",
+    "DocumentResult",
+    "DocumentTooLarge",
+    "DotsOCRError",
+    "EmptyDocument",
+    "EngineError",
+    "NotADocument",
+    "Page",
+    "PageError",
+    "PageResult",
+    "PageSelectionError",
+    "PageStatus",
+    "PageTooExtreme",
+    "PasswordError",
+    "UnknownModel",
+    "__version__",
+    "get_profile",
+    "open_document",
+]
+
+if TYPE_CHECKING:
+    from dotsocr.document import DocumentOptions, Page, PageError, open_document
+    from dotsocr.errors import (
+        ConfigError,
+        CorruptDocument,
+        DocumentError,
+        DocumentTooLarge,
+        DotsOCRError,
+        EmptyDocument,
+        EngineError,
+        NotADocument,
+        PageSelectionError,
+        PageTooExtreme,
+        PasswordError,
+        UnknownModel,
+    )
+    from dotsocr.layout import CATEGORIES, Cell, DocumentResult, PageResult, PageStatus
+    from dotsocr.models import get_profile
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'dotsocr' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

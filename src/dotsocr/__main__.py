@@ -1,0 +1,3 @@
+from dotsocr.cli import main
+
+main()

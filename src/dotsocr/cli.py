@@ -1,0 +1,165 @@
+"""The ``dotsocr`` command: a thin coat over the library. Heavy imports happen per command."""
+
+from __future__ import annotations
+
+import os
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from dotsocr import __version__
+from dotsocr.errors import DotsOCRError
+
+app = typer.Typer(
+    name="dotsocr",
+    help="Document OCR with the dots.ocr vision-language model.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"dotsocr {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    """Document OCR with the dots.ocr vision-language model."""
+
+
+def error_line(message: object) -> None:
+    typer.echo(f"error: {message}", err=True)
+
+
+# Options shared by the commands that open documents.
+PagesOpt = Annotated[str | None, typer.Option("--pages", help="Pages to take, e.g. 1-3,7 or 5-.")]
+DpiOpt = Annotated[float, typer.Option("--dpi", help="PDF render resolution.")]
+PasswordOpt = Annotated[
+    str | None,
+    typer.Option("--password", help="Password of encrypted PDFs.", envvar="DOTSOCR_PDF_PASSWORD"),
+]
+MaxImagePixelsOpt = Annotated[
+    int | None,
+    typer.Option("--max-image-pixels", help="Refuse images or renders above this many pixels."),
+]
+ModelOpt = Annotated[str, typer.Option("--model", help="Model profile (name or hub id).")]
+
+
+@app.command()
+def pages(
+    files: Annotated[list[Path], typer.Argument(help="PDFs, images or folders.")],
+    pages: PagesOpt = None,
+    dpi: DpiOpt = 200,
+    password: PasswordOpt = None,
+    max_image_pixels: MaxImagePixelsOpt = 178_956_970,
+    model: ModelOpt = "dots.ocr",
+) -> None:
+    """List the pages each input yields: sizes, model-ready sizes and image-token cost."""
+    from dotsocr.page_info import describe_inputs
+
+    failures = 0
+    for line in describe_inputs(files, pages, dpi, password, max_image_pixels, model):
+        if line.error:
+            failures += 1
+            error_line(line.error)
+        else:
+            typer.echo(line.text)
+    raise typer.Exit(1 if failures else 0)
+
+
+class OutputFormat(StrEnum):
+    md = "md"
+    json = "json"
+    txt = "txt"
+    png = "png"
+
+
+class PictureMode(StrEnum):
+    files = "files"
+    inline = "inline"
+    omit = "omit"
+
+
+@app.command()
+def render(
+    answer: Annotated[Path, typer.Argument(help="A saved raw model answer ('-' for stdin).")],
+    image: Annotated[Path, typer.Option("--image", help="The page the answer is about.")],
+    page: Annotated[int, typer.Option("--page", min=1, help="Page of --image (PDF, TIFF).")] = 1,
+    fmt: Annotated[
+        OutputFormat | None,
+        typer.Option("--format", "-f", help="Output format (default: from --output, else md)."),
+    ] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write here.")] = None,
+    task: Annotated[
+        str, typer.Option("--task", help="The prompt the answer replies to.")
+    ] = "layout_all",
+    answer_size: Annotated[
+        str | None,
+        typer.Option(
+            "--answer-size",
+            help="WxH of the image the model saw, when it was not this page at this DPI.",
+        ),
+    ] = None,
+    finish_reason: Annotated[
+        str | None, typer.Option("--finish-reason", help="e.g. length, if the answer was cut.")
+    ] = None,
+    furniture: Annotated[
+        bool, typer.Option("--headers-footers", help="Keep page headers and footers.")
+    ] = False,
+    pictures: Annotated[
+        PictureMode, typer.Option("--pictures", help="Pictures in Markdown.")
+    ] = PictureMode.files,
+    dpi: DpiOpt = 200,
+    password: PasswordOpt = None,
+    model: ModelOpt = "dots.ocr",
+) -> None:
+    """Re-render a saved raw answer as Markdown, JSON, text or an annotated PNG."""
+    from dotsocr.rerender import RenderRequest, rerender
+
+    chosen = fmt or (
+        OutputFormat(output.suffix[1:])
+        if output and output.suffix[1:] in OutputFormat.__members__
+        else OutputFormat.md
+    )
+    request = RenderRequest(
+        answer=answer,
+        image=image,
+        page=page,
+        format=chosen.value,
+        output=output,
+        task=task,
+        answer_size=answer_size,
+        finish_reason=finish_reason,
+        include_furniture=furniture,
+        pictures=pictures.value,
+        dpi=dpi,
+        password=password,
+        model=model,
+    )
+    text = rerender(request)
+    if text is not None:
+        sys.stdout.write(text)
+
+
+def main() -> None:
+    """Entry point: one readable line per user error, a traceback only when debugging."""
+    try:
+        app()
+    except DotsOCRError as exc:
+        if os.environ.get("DOTSOCR_DEBUG") == "1":
+            raise
+        error_line(exc)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        error_line("interrupted")
+        sys.exit(130)

@@ -1,0 +1,26 @@
+"""Expanding the paths a user names into the files to read."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+DOCUMENT_SUFFIXES = frozenset(
+    {".pdf", ".png", ".jpg", ".jpeg", ".jpe", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
+)
+
+
+def expand_paths(paths: Iterable[Path]) -> Iterator[Path]:
+    """Files as given; folders walked recursively for document suffixes, in sorted order.
+
+    A named file is read whatever its name (its type comes from its bytes); inside a
+    folder only files with a document suffix are taken, and hidden ones are skipped.
+    """
+    for path in paths:
+        if not path.is_dir():
+            yield path
+            continue
+        for child in sorted(path.rglob("*")):
+            hidden = any(part.startswith(".") for part in child.relative_to(path).parts)
+            if child.is_file() and not hidden and child.suffix.lower() in DOCUMENT_SUFFIXES:
+                yield child

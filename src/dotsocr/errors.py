@@ -1,0 +1,73 @@
+"""The exception tree every layer raises; the CLI and the gateway translate it.
+
+DotsOCRError
+ ├── DocumentError            an input cannot become page images
+ │    ├── EmptyDocument        zero-byte file
+ │    ├── NotADocument         HTML, text or another type we do not read
+ │    ├── CorruptDocument      truncated or damaged beyond repair
+ │    ├── PasswordError        encrypted: password missing or wrong
+ │    ├── DocumentTooLarge     decompression bomb or absurd page size
+ │    └── PageSelectionError   a --pages value that does not fit the document
+ ├── PageTooExtreme           a page the model cannot take (aspect ratio)
+ ├── EngineError              reserved for engines (next issues)
+ ├── ConfigError              a bad setting or flag value
+ └── UnknownModel             no profile of that name (also a KeyError)
+"""
+
+from __future__ import annotations
+
+
+class DotsOCRError(Exception):
+    """Base of every error a user can meet; the message says what to do."""
+
+
+class DocumentError(DotsOCRError):
+    """An input cannot be turned into page images."""
+
+    def __init__(self, source: str, message: str) -> None:
+        self.source = source
+        self.reason = message
+        super().__init__(f"{source}: {message}")
+
+
+class EmptyDocument(DocumentError):
+    """The file has zero bytes."""
+
+
+class NotADocument(DocumentError):
+    """The bytes are not a PDF or an image we read (HTML error pages, text, archives)."""
+
+
+class CorruptDocument(DocumentError):
+    """The file is truncated or damaged and could not be repaired."""
+
+
+class PasswordError(DocumentError):
+    """The PDF is encrypted and the password is missing or wrong."""
+
+
+class DocumentTooLarge(DocumentError):
+    """A page is too large to render safely: decompression bomb or absurd page size."""
+
+
+class PageSelectionError(DocumentError):
+    """A page selection such as ``1-3,7`` is malformed or outside the document."""
+
+
+class PageTooExtreme(DotsOCRError):
+    """A page's shape is beyond what the model accepts (aspect ratio above its limit)."""
+
+
+class EngineError(DotsOCRError):
+    """An OCR engine failed to answer."""
+
+
+class ConfigError(DotsOCRError):
+    """A setting or flag has a value we cannot use."""
+
+
+class UnknownModel(DotsOCRError, KeyError):
+    """No model profile is registered under the requested name."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""

@@ -1,0 +1,126 @@
+"""The data model shared by every layer: cells, page results, document results.
+
+Boxes are ``(x1, y1, x2, y2)`` in pixels of the original page frame: the source
+image's own pixels, or for a PDF the page rendered at the requested DPI.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field
+
+BBox = tuple[int, int, int, int]
+
+CATEGORIES: tuple[str, ...] = (
+    "Caption",
+    "Footnote",
+    "Formula",
+    "List-item",
+    "Page-footer",
+    "Page-header",
+    "Picture",
+    "Section-header",
+    "Table",
+    "Text",
+    "Title",
+)
+"""The eleven layout categories dots.ocr was trained on, in the prompt's order."""
+
+FURNITURE: frozenset[str] = frozenset({"Page-header", "Page-footer"})
+"""Categories left out of Markdown by default, as benchmarks score it."""
+
+
+class Cell(BaseModel):
+    """One layout element: a box, its category and its text (None for pictures)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    bbox: Annotated[BBox, Field(description="x1, y1, x2, y2 in original-page pixels")]
+    category: Annotated[
+        str, Field(description="One of CATEGORIES, or an unknown one kept as given")
+    ]
+    text: Annotated[str | None, Field(description="Markdown, LaTeX (Formula) or HTML (Table)")] = (
+        None
+    )
+    confidence: float | None = None
+
+
+class PageStatus(StrEnum):
+    OK = "ok"
+    REPAIRED = "repaired"  # answer was broken (cut, malformed, looping) and mended
+    FALLBACK = "fallback"  # answer was not layout JSON; kept as plain text
+    FAILED = "failed"  # no usable answer, or the page could not be rendered
+
+
+class PageResult(BaseModel):
+    """Everything known about one page after OCR."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    index: Annotated[int, Field(ge=0, description="0-based page index in the document")]
+    width: Annotated[int, Field(ge=0, description="page frame width in pixels")]
+    height: Annotated[int, Field(ge=0, description="page frame height in pixels")]
+    dpi: float | None = None
+    cells: list[Cell] = Field(default_factory=list)
+    raw: Annotated[str | None, Field(description="the model's answer as received")] = None
+    status: PageStatus = PageStatus.OK
+    error: str | None = None
+    notes: Annotated[list[str], Field(description="what was repaired, dropped or flagged")] = Field(
+        default_factory=list
+    )
+    attempts: int = 0
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    seconds: float | None = None
+
+    @property
+    def number(self) -> int:
+        """1-based page number, as people count."""
+        return self.index + 1
+
+
+class DocumentResult(BaseModel):
+    """The pages of one source document, in page order."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str
+    model: str | None = None
+    task: str | None = None
+    pages: list[PageResult] = Field(default_factory=list)
+
+    @property
+    def status(self) -> str:
+        """``ok`` when no page failed, ``failed`` when all did, else ``partial``."""
+        failed = sum(p.status is PageStatus.FAILED for p in self.pages)
+        if not failed:
+            return "ok"
+        return "failed" if failed == len(self.pages) else "partial"
+
+
+def normalize_box(box: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+    """Order corners so that x1 <= x2 and y1 <= y2."""
+    x1, y1, x2, y2 = box
+    return min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)
+
+
+def scale_box(box: tuple[float, float, float, float], sx: float, sy: float) -> tuple[float, ...]:
+    x1, y1, x2, y2 = box
+    return x1 * sx, y1 * sy, x2 * sx, y2 * sy
+
+
+def clip_box(box: tuple[float, float, float, float], width: int, height: int) -> BBox:
+    """Round to whole pixels and clip to the page."""
+    x1, y1, x2, y2 = normalize_box(box)
+
+    def fit(v: float, hi: int) -> int:
+        return min(max(round(v), 0), hi)
+
+    return fit(x1, width), fit(y1, height), fit(x2, width), fit(y2, height)
+
+
+def box_area(box: tuple[float, float, float, float]) -> float:
+    x1, y1, x2, y2 = box
+    return max(0.0, x2 - x1) * max(0.0, y2 - y1)

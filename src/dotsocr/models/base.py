@@ -1,0 +1,117 @@
+"""What every model profile provides, and the request/answer shapes around it."""
+
+from __future__ import annotations
+
+import base64
+import io
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+from PIL import Image
+
+from dotsocr.layout import BBox, Cell, PageStatus, clip_box, scale_box
+
+PNG_COMPRESS_LEVEL = 1
+"""Lossless and cheapest to encode: level 1 encodes a 200-DPI page about 1.5x faster than
+the default 6 and is no larger for mostly white pages (see bench/prepare.py)."""
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """The two coordinate frames of a page: the original page and what the model saw."""
+
+    width: int
+    height: int
+    resized_width: int
+    resized_height: int
+
+    def to_page(self, box: tuple[float, float, float, float]) -> BBox:
+        """A box the model gave (resized pixels) in original-page pixels, clipped to the page."""
+        sx, sy = self.width / self.resized_width, self.height / self.resized_height
+        return clip_box(scale_box(box, sx, sy), self.width, self.height)
+
+    def to_model(self, box: tuple[float, float, float, float]) -> BBox:
+        """A box in original-page pixels in the model's resized pixels."""
+        sx, sy = self.resized_width / self.width, self.resized_height / self.height
+        return clip_box(scale_box(box, sx, sy), self.resized_width, self.resized_height)
+
+    @property
+    def full_page(self) -> BBox:
+        return (0, 0, self.width, self.height)
+
+
+@dataclass(frozen=True)
+class PreparedPage:
+    """A page image sized for the model, with its geometry and token cost."""
+
+    image: Image.Image
+    geometry: Geometry
+    image_tokens: int
+
+    def data_url(self) -> str:
+        buffer = io.BytesIO()
+        self.image.save(buffer, "PNG", compress_level=PNG_COMPRESS_LEVEL)
+        return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+@dataclass
+class ChatRequest:
+    """An OpenAI chat-completions request, independent of the transport."""
+
+    messages: list[dict[str, Any]]
+    max_tokens: int
+    temperature: float
+    top_p: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_openai(self, model: str) -> dict[str, Any]:
+        return {
+            "model": model,
+            "messages": self.messages,
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            **self.extra,
+        }
+
+
+@dataclass
+class ParsedAnswer:
+    cells: list[Cell]
+    status: PageStatus
+    notes: list[str] = field(default_factory=list)
+
+
+@runtime_checkable
+class ModelProfile(Protocol):
+    """One model family: prompts, pixel budget, sampling defaults and answer parser."""
+
+    name: str
+    tasks: tuple[str, ...]
+    default_task: str
+
+    def prepare(self, image: Image.Image, width: int, height: int) -> PreparedPage:
+        """Resize a page image for the model; ``width`` x ``height`` is the page frame."""
+        ...
+
+    def build_request(
+        self,
+        page: PreparedPage,
+        task: str,
+        *,
+        box: BBox | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> ChatRequest: ...
+
+    def parse(
+        self,
+        answer: str,
+        geometry: Geometry,
+        task: str,
+        *,
+        finish_reason: str | None = None,
+        box: BBox | None = None,
+    ) -> ParsedAnswer:
+        """Turn any answer into cells in page pixels. Never raises."""
+        ...

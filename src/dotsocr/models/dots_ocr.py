@@ -1,0 +1,206 @@
+"""dots.ocr (rednote-hilab/dots.ocr): prompts, pixel budget, requests and answer parsing.
+
+Facts from the model's repository and vLLM's native support, gathered in
+shared/reference/dots_ocr.md: the prompt strings are the ones the model was trained on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from PIL import Image
+
+from dotsocr.layout import BBox, Cell, PageStatus
+from dotsocr.models.base import ChatRequest, Geometry, ParsedAnswer, PreparedPage
+from dotsocr.models.cells import collapse_runaway, objects_to_cells
+from dotsocr.models.json_cells import salvage_objects
+from dotsocr.models.resize import image_tokens, smart_resize
+
+_CATEGORY_LIST = (
+    "['Caption', 'Footnote', 'Formula', 'List-item', 'Page-footer', 'Page-header', "
+    "'Picture', 'Section-header', 'Table', 'Text', 'Title']"
+)
+
+PROMPTS: dict[str, str] = {
+    "layout_all": (
+        "Please output the layout information from the PDF image, including each layout "
+        "element's bbox, its category, and the corresponding text content within the bbox.\n"
+        "\n"
+        "1. Bbox format: [x1, y1, x2, y2]\n"
+        "\n"
+        f"2. Layout Categories: The possible categories are {_CATEGORY_LIST}.\n"
+        "\n"
+        "3. Text Extraction & Formatting Rules:\n"
+        "    - Picture: For the 'Picture' category, the text field should be omitted.\n"
+        "    - Formula: Format its text as LaTeX.\n"
+        "    - Table: Format its text as HTML.\n"
+        "    - All Others (Text, Title, etc.): Format their text as Markdown.\n"
+        "\n"
+        "4. Constraints:\n"
+        "    - The output text must be the original text from the image, with no translation.\n"
+        "    - All layout elements must be sorted according to human reading order.\n"
+        "\n"
+        "5. Final Output: The entire output must be a single JSON object.\n"
+    ),
+    "layout_only": (
+        "Please output the layout information from this PDF image, including each layout's "
+        "bbox and its category. The bbox should be in the format [x1, y1, x2, y2]. The layout "
+        f"categories for the PDF document include {_CATEGORY_LIST}. Do not output the "
+        "corresponding text. The layout result should be in JSON format."
+    ),
+    "ocr": "Extract the text content from this image.",
+    "grounding": (
+        "Extract text from the given bounding box on the image (format: [x1, y1, x2, y2]).\n"
+        "Bounding Box:\n"
+    ),
+}
+
+IMAGE_PREFIX = "<|img|><|imgpad|><|endofimg|>"
+"""Placed before the prompt so that vLLM v1 inserts no newline after the image."""
+
+LAYOUT_TASKS = frozenset({"layout_all", "layout_only"})
+HARMLESS_REPAIRS = frozenset({"missing closing bracket added", "code fence removed"})
+
+
+@dataclass
+class DotsOCR:
+    """The dots.ocr profile; every number is a default that callers may override."""
+
+    name: str = "dots.ocr"
+    hf_id: str = "rednote-hilab/dots.ocr"
+    tasks: tuple[str, ...] = tuple(PROMPTS)
+    default_task: str = "layout_all"
+    factor: int = 28  # patch 14 x spatial merge 2: one visual token per 28x28 pixels
+    min_pixels: int = 3136
+    max_pixels: int = 11_289_600
+    temperature: float = 0.1
+    top_p: float = 1.0
+    max_tokens: int = 16_384  # the official parser's budget; a dense page needs 1-2k
+
+    max_aspect_ratio: int = 200
+
+    def model_size(self, width: int, height: int) -> tuple[int, int]:
+        """The (width, height) the model sees for an image of this size.
+
+        The server re-checks the aspect ratio on the image we send, and rounding can push a
+        page just inside the limit just outside it; the long side then gives up a step.
+        """
+        h, w = smart_resize(
+            height,
+            width,
+            factor=self.factor,
+            min_pixels=self.min_pixels,
+            max_pixels=self.max_pixels,
+            max_aspect_ratio=self.max_aspect_ratio,
+        )
+        while max(h, w) > self.max_aspect_ratio * min(h, w):
+            h, w = (h - self.factor, w) if h > w else (h, w - self.factor)
+        return w, h
+
+    def image_tokens(self, width: int, height: int) -> int:
+        """Visual tokens an image of this size costs."""
+        w, h = self.model_size(width, height)
+        return image_tokens(h, w, self.factor)
+
+    def prepare(self, image: Image.Image, width: int, height: int) -> PreparedPage:
+        # Resizing here, to a size smart_resize maps onto itself, means the server does no
+        # resizing of its own and the token count is known before sending.
+        w, h = self.model_size(image.width, image.height)
+        resized = image if image.size == (w, h) else image.resize((w, h), Image.Resampling.BICUBIC)
+        geometry = Geometry(width, height, w, h)
+        return PreparedPage(resized, geometry, image_tokens(h, w, self.factor))
+
+    def prompt(self, task: str, geometry: Geometry | None = None, box: BBox | None = None) -> str:
+        if task not in PROMPTS:
+            from dotsocr.errors import ConfigError
+
+            raise ConfigError(f"unknown task {task!r} for {self.name}: choose one of {self.tasks}")
+        if task != "grounding":
+            return PROMPTS[task]
+        if box is None or geometry is None:
+            from dotsocr.errors import ConfigError
+
+            raise ConfigError("the grounding task needs a box: x1,y1,x2,y2 in page pixels")
+        x1, y1, x2, y2 = geometry.to_model(box)
+        return f"{PROMPTS[task]}[{x1}, {y1}, {x2}, {y2}]"
+
+    def build_request(
+        self,
+        page: PreparedPage,
+        task: str,
+        *,
+        box: BBox | None = None,
+        max_tokens: int | None = None,
+        temperature: float | None = None,
+    ) -> ChatRequest:
+        text = IMAGE_PREFIX + self.prompt(task, page.geometry, box)
+        content = [
+            {"type": "image_url", "image_url": {"url": page.data_url()}},
+            {"type": "text", "text": text},
+        ]
+        return ChatRequest(
+            messages=[{"role": "user", "content": content}],
+            max_tokens=max_tokens or self.max_tokens,
+            temperature=self.temperature if temperature is None else temperature,
+            top_p=self.top_p,
+        )
+
+    def parse(
+        self,
+        answer: str,
+        geometry: Geometry,
+        task: str,
+        *,
+        finish_reason: str | None = None,
+        box: BBox | None = None,
+    ) -> ParsedAnswer:
+        notes: list[str] = []
+        if finish_reason == "length":
+            notes.append("answer cut at the token budget")
+        if task in LAYOUT_TASKS:
+            return _parse_layout(answer, geometry, task, finish_reason, notes)
+        text, runs = collapse_runaway(answer.strip())
+        if runs:
+            notes.append(f"{runs} runaway repeat(s) collapsed")
+        status = PageStatus.REPAIRED if runs or finish_reason == "length" else PageStatus.OK
+        if not text:
+            notes.append("empty answer")
+            return ParsedAnswer([], status, notes)
+        bbox = geometry.full_page if box is None or task != "grounding" else box
+        return ParsedAnswer([Cell(bbox=bbox, category="Text", text=text)], status, notes)
+
+
+def _parse_layout(
+    answer: str, geometry: Geometry, task: str, finish_reason: str | None, notes: list[str]
+) -> ParsedAnswer:
+    salvage = salvage_objects(answer, truncated_hint=finish_reason == "length")
+    if not salvage.found_json:
+        return _as_text(answer, geometry, notes)
+    notes.extend(salvage.repairs)
+    if salvage.dropped_partial:
+        notes.append("unfinished last cell dropped")
+    before = len(notes)
+    cells = objects_to_cells(salvage.objects, geometry, with_text=task == "layout_all", notes=notes)
+    if not cells and salvage.objects:  # JSON, but nothing in it was a cell
+        return _as_text(answer, geometry, notes)
+    # Flags that lose nothing leave the page "ok": real dots.ocr answers often end
+    # without their closing bracket, and unknown categories are kept as given.
+    lossy = [n for n in notes[before:] if not n.startswith("unknown category")]
+    lossy += [r for r in salvage.repairs if r not in HARMLESS_REPAIRS]
+    mended = lossy or salvage.truncated or salvage.dropped_partial
+    status = PageStatus.REPAIRED if mended or finish_reason == "length" else PageStatus.OK
+    return ParsedAnswer(cells, status, notes)
+
+
+def _as_text(answer: str, geometry: Geometry, notes: list[str]) -> ParsedAnswer:
+    """A layout prompt answered with no usable JSON: keep the words as one text cell."""
+    text, runs = collapse_runaway(answer.strip())
+    if runs:
+        notes.append(f"{runs} runaway repeat(s) collapsed")
+    if not text:
+        notes.append("empty answer to a layout prompt")
+        return ParsedAnswer([], PageStatus.FALLBACK, notes)
+    notes.append("answer was not layout JSON: kept as plain text")
+    return ParsedAnswer(
+        [Cell(bbox=geometry.full_page, category="Text", text=text)], PageStatus.FALLBACK, notes
+    )

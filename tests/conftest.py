@@ -1,0 +1,32 @@
+"""Shared fixtures: where the corpus and the bundled test data live."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "tests" / "data"
+
+
+def _corpus_root() -> Path:
+    configured = os.environ.get("DOTSOCR_CORPUS")
+    return Path(configured) if configured else ROOT.parent / "shared" / "corpus"
+
+
+CORPUS = _corpus_root()
+
+
+@pytest.fixture(scope="session")
+def corpus() -> Path:
+    """The shared corpus (../shared/corpus, or DOTSOCR_CORPUS)."""
+    if not (CORPUS / "MANIFEST.md").is_file():
+        pytest.skip(f"corpus not found at {CORPUS}: set DOTSOCR_CORPUS")
+    return CORPUS
+
+
+@pytest.fixture(scope="session")
+def data() -> Path:
+    return DATA

@@ -1,0 +1,177 @@
+"""Input handling on files made in the test: formats, colour modes, limits, laziness."""
+
+from __future__ import annotations
+
+import gc
+import io
+import weakref
+
+import numpy as np
+import pikepdf
+import pypdfium2 as pdfium
+import pytest
+from PIL import Image
+
+from dotsocr.document import DocumentOptions, Page, PageError, open_document
+from dotsocr.document.sources import expand_paths
+from dotsocr.errors import DocumentTooLarge, NotADocument
+
+
+def encode(image: Image.Image, fmt: str, **params) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **params)
+    return buffer.getvalue()
+
+
+def pages_of(data: bytes, **options) -> list[Page | PageError]:
+    with open_document(data, DocumentOptions(**options), name="test-input") as doc:
+        return list(doc.pages())
+
+
+def single(data: bytes, **options) -> Page:
+    (page,) = pages_of(data, **options)
+    assert isinstance(page, Page), page
+    return page
+
+
+def pixel(page: Page, xy=(0, 0)) -> tuple[int, int, int]:
+    return page.image.getpixel(xy)
+
+
+def test_transparent_png_is_flattened_on_white():
+    image = Image.new("RGBA", (40, 30), (0, 0, 0, 0))
+    image.paste((0, 0, 0, 255), (10, 10, 20, 20))
+    page = single(encode(image, "PNG"))
+    assert page.image.mode == "RGB"
+    assert pixel(page) == (255, 255, 255)
+    assert pixel(page, (15, 15)) == (0, 0, 0)
+
+
+def test_palette_with_transparency_is_flattened_on_white():
+    image = Image.new("P", (20, 20), 0)
+    image.putpalette([0, 0, 0, 200, 0, 0] + [0] * 762)
+    image.paste(1, (0, 0, 10, 20))
+    page = single(encode(image, "PNG", transparency=0))
+    assert pixel(page, (5, 5)) == (200, 0, 0)
+    assert pixel(page, (15, 5)) == (255, 255, 255)
+
+
+def test_gif_reads_its_first_frame_only():
+    frames = [Image.new("RGB", (16, 16), c) for c in ((255, 0, 0), (0, 0, 255))]
+    data = encode(frames[0], "GIF", save_all=True, append_images=frames[1:])
+    page = single(data)
+    r, _, b = pixel(page)
+    assert r > 200 and b < 50
+
+
+def test_multi_page_tiff_and_page_selection():
+    frames = [Image.new("L", (30 + i, 20), 40 * i) for i in range(4)]
+    data = encode(frames[0], "TIFF", save_all=True, append_images=frames[1:])
+    pages = pages_of(data, pages="2,4")
+    assert [(p.index, p.width) for p in pages] == [(1, 31), (3, 33)]
+
+
+@pytest.mark.parametrize("fmt", ["BMP", "WEBP", "JPEG"])
+def test_common_formats(fmt):
+    page = single(encode(Image.new("RGB", (50, 40), (10, 200, 30)), fmt))
+    assert (page.width, page.height) == (50, 40)
+
+
+def test_32_bit_integer_grey_is_scaled_to_its_range():
+    array = np.linspace(0, 4095, 64 * 64).reshape(64, 64).astype(np.int32)
+    page = single(encode(Image.fromarray(array, "I"), "TIFF"))
+    values = np.asarray(page.image.convert("L"))
+    assert values.max() >= 250 and values.min() <= 5  # 12-bit data spread over 8 bits
+
+
+def test_large_images_are_downscaled_to_the_pixel_cap_keeping_the_frame():
+    image = Image.new("1", (6000, 4000), 1)
+    page = single(encode(image, "PNG"), max_pixels=1_000_000)
+    assert (page.width, page.height) == (6000, 4000)  # results stay in source pixels
+    assert page.image.width * page.image.height <= 1_000_000
+    assert page.image.width / page.image.height == pytest.approx(1.5, rel=0.01)
+    assert any(note.startswith("downscaled from 6000x4000") for note in page.notes)
+
+
+def test_no_pixel_cap_keeps_full_size():
+    page = single(encode(Image.new("L", (4000, 3000), 255), "PNG"), max_pixels=None)
+    assert page.image.size == (4000, 3000)
+
+
+def test_decompression_bomb_limit_is_configurable():
+    data = encode(Image.new("L", (300, 300), 255), "PNG")
+    (page,) = pages_of(data, max_image_pixels=50_000)
+    assert isinstance(page, PageError) and isinstance(page.error, DocumentTooLarge)
+    assert "300x300" in str(page.error)
+    assert isinstance(single(data, max_image_pixels=100_000), Page)
+
+
+def test_unsupported_image_format_is_named():
+    data = encode(Image.new("RGB", (16, 16)), "ICO")
+    with pytest.raises(NotADocument, match="test-input: unsupported"):
+        open_document(data, name="test-input")
+
+
+@pytest.mark.parametrize(
+    ("data", "fragment"),
+    [
+        (b"PK\x03\x04\x14\x00\x00\x00" + bytes(200), "unsupported file type"),
+        (b"Name,Amount\nAlice,3\n", "plain text"),
+        (b"\xef\xbb\xbf\n  <!DOCTYPE html><html><body>502</body></html>", "HTML page"),
+    ],
+)
+def test_non_documents_are_refused_with_a_reason(data, fragment):
+    with pytest.raises(NotADocument, match=fragment):
+        open_document(data)
+
+
+def test_missing_file_and_folder_are_clear_errors(tmp_path):
+    with pytest.raises(NotADocument, match="no such file"):
+        open_document(tmp_path / "nope.pdf")
+    with pytest.raises(NotADocument, match="is a folder"):
+        open_document(tmp_path)
+
+
+def test_folders_expand_to_document_files_in_order(tmp_path):
+    for name in ("b.pdf", "a.PNG", "notes.txt", ".hidden.png", "sub/c.tiff", ".git/d.png"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    named = tmp_path / "notes.txt"
+    found = [p.relative_to(tmp_path).as_posix() for p in expand_paths([tmp_path, named])]
+    assert found == ["a.PNG", "b.pdf", "sub/c.tiff", "notes.txt"]
+
+
+def make_pdf(pages: int, *, broken: set[int] = frozenset()) -> bytes:
+    """A real PDF with a line of text per page; pages in ``broken`` get an absurd box."""
+    pdf = pdfium.PdfDocument.new()
+    for _ in range(pages):
+        pdf.new_page(200, 100)
+    buffer = io.BytesIO()
+    pdf.save(buffer)
+    with pikepdf.open(io.BytesIO(buffer.getvalue())) as fixed:
+        for index in broken:
+            fixed.pages[index].MediaBox = [0, 0, 200, 2**31 - 1]
+        out = io.BytesIO()
+        fixed.save(out)
+    return out.getvalue()
+
+
+def test_one_unreadable_page_costs_only_that_page():
+    pages = pages_of(make_pdf(3, broken={1}))
+    assert [type(p).__name__ for p in pages] == ["Page", "PageError", "Page"]
+    assert "page 2 has an absurd size" in str(pages[1].error)
+
+
+def test_a_500_page_pdf_holds_one_rendered_page_at_a_time():
+    data = make_pdf(500)
+    alive: list[weakref.ref] = []
+    most_alive = 0
+    with open_document(data, DocumentOptions(dpi=72)) as doc:
+        assert doc.page_count == 500
+        for page in doc.pages():
+            alive.append(weakref.ref(page.image))
+            gc.collect()
+            most_alive = max(most_alive, sum(ref() is not None for ref in alive))
+            del page
+    assert len(alive) == 500
+    assert most_alive == 1  # nothing rendered ahead, nothing kept behind

@@ -1,0 +1,32 @@
+import os
+import subprocess
+import sys
+
+import dotsocr
+
+
+def test_all_is_sorted_and_every_name_resolves():
+    assert dotsocr.__all__ == sorted(dotsocr.__all__)
+    for name in dotsocr.__all__:
+        assert getattr(dotsocr, name) is not None
+
+
+def test_every_lazy_export_is_listed():
+    assert set(dotsocr.__all__) == {*dotsocr._EXPORTS, "__version__"}
+
+
+def test_public_names_are_exactly_the_exports():
+    public = {name for name in dir(dotsocr) if not name.startswith("_")}
+    assert public == {name for name in dotsocr.__all__ if not name.startswith("_")}
+
+
+def test_cli_startup_does_not_load_heavy_libraries():
+    heavy = "('PIL', 'pypdfium2', 'pydantic')"
+    code = f"import sys, dotsocr.cli; print(sorted(m for m in {heavy} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_regen_flag_is_not_left_on():
+    # Golden files must only be rewritten on purpose, never by a CI or default run.
+    assert os.environ.get("DOTSOCR_REGEN") != "1"
