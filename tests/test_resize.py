@@ -72,8 +72,10 @@ def test_invariants(height, width):
     h, w = smart_resize(height, width)
     assert h % 28 == 0 and w % 28 == 0
     assert MIN <= h * w <= MAX
-    # A resized image maps onto itself: the server will not resize what we send.
-    assert smart_resize(h, w) == (h, w)
+    # A resized image maps onto itself (rounding can push the ratio just past 200:1;
+    # DotsOCR.model_size takes care of those, see test_dots_ocr).
+    if max(h, w) <= 200 * min(h, w):
+        assert smart_resize(h, w) == (h, w)
     # The shape is kept to within one 28-pixel step per side.
     if min(h, w) >= 280:
         assert abs(math.log((h / w) / (height / width))) <= 2.2 * 28 / min(h, w)

@@ -106,11 +106,6 @@ def normalize_box(box: tuple[float, float, float, float]) -> tuple[float, float,
     return min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)
 
 
-def scale_box(box: tuple[float, float, float, float], sx: float, sy: float) -> tuple[float, ...]:
-    x1, y1, x2, y2 = box
-    return x1 * sx, y1 * sy, x2 * sx, y2 * sy
-
-
 def clip_box(box: tuple[float, float, float, float], width: int, height: int) -> BBox:
     """Round to whole pixels and clip to the page."""
     x1, y1, x2, y2 = normalize_box(box)
@@ -119,6 +114,16 @@ def clip_box(box: tuple[float, float, float, float], width: int, height: int) ->
         return min(max(round(v), 0), hi)
 
     return fit(x1, width), fit(y1, height), fit(x2, width), fit(y2, height)
+
+
+def rescale_box(
+    box: tuple[float, float, float, float], source: tuple[int, int], target: tuple[int, int]
+) -> BBox:
+    """A box in a ``source``-sized frame, in a ``target``-sized frame, clipped to it."""
+    sx = target[0] / source[0] if source[0] else 1.0
+    sy = target[1] / source[1] if source[1] else 1.0
+    x1, y1, x2, y2 = box
+    return clip_box((x1 * sx, y1 * sy, x2 * sx, y2 * sy), *target)
 
 
 def box_area(box: tuple[float, float, float, float]) -> float:

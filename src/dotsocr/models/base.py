@@ -9,7 +9,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from PIL import Image
 
-from dotsocr.layout import BBox, Cell, PageStatus, clip_box, scale_box
+from dotsocr.layout import BBox, Cell, PageStatus, rescale_box
 
 PNG_COMPRESS_LEVEL = 1
 """Lossless and cheapest to encode: level 1 encodes a 200-DPI page about 1.5x faster than
@@ -27,13 +27,19 @@ class Geometry:
 
     def to_page(self, box: tuple[float, float, float, float]) -> BBox:
         """A box the model gave (resized pixels) in original-page pixels, clipped to the page."""
-        sx, sy = self.width / self.resized_width, self.height / self.resized_height
-        return clip_box(scale_box(box, sx, sy), self.width, self.height)
+        return rescale_box(box, self.model_size, self.page_size)
 
     def to_model(self, box: tuple[float, float, float, float]) -> BBox:
         """A box in original-page pixels in the model's resized pixels."""
-        sx, sy = self.resized_width / self.width, self.resized_height / self.height
-        return clip_box(scale_box(box, sx, sy), self.resized_width, self.resized_height)
+        return rescale_box(box, self.page_size, self.model_size)
+
+    @property
+    def page_size(self) -> tuple[int, int]:
+        return self.width, self.height
+
+    @property
+    def model_size(self) -> tuple[int, int]:
+        return self.resized_width, self.resized_height
 
     @property
     def full_page(self) -> BBox:

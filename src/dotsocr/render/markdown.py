@@ -16,7 +16,15 @@ from typing import Literal
 
 from PIL import Image
 
-from dotsocr.layout import FURNITURE, BBox, Cell, DocumentResult, PageResult, PageStatus, clip_box
+from dotsocr.layout import (
+    FURNITURE,
+    BBox,
+    Cell,
+    DocumentResult,
+    PageResult,
+    PageStatus,
+    rescale_box,
+)
 
 PictureMode = Literal["files", "inline", "omit"]
 
@@ -67,11 +75,7 @@ def _has_math_delimiters(latex: str) -> bool:
 
 def image_box(box: BBox, page: PageResult, size: tuple[int, int]) -> BBox:
     """Map a page-frame box onto an image of ``size`` pixels, clipped to it."""
-    width, height = size
-    sx = width / page.width if page.width else 1.0
-    sy = height / page.height if page.height else 1.0
-    x1, y1, x2, y2 = box
-    return clip_box((x1 * sx, y1 * sy, x2 * sx, y2 * sy), width, height)
+    return rescale_box(box, (page.width, page.height), size)
 
 
 def to_png_bytes(image: Image.Image) -> bytes:
