@@ -9,8 +9,6 @@ encode (PNG for the data URL). Prints the split per step and the PNG level trade
 from __future__ import annotations
 
 import argparse
-import base64
-import io
 import os
 import time
 from pathlib import Path
@@ -19,14 +17,9 @@ from dotsocr.document import DocumentOptions, Page, open_document
 from dotsocr.models import get_profile
 
 ROOT = Path(__file__).resolve().parents[1]
-CORPUS_PDF = ROOT.parent / "shared/corpus/docling/tests/data/pdf/sources/redp5110_sampled.pdf"
+CORPUS = Path(os.environ.get("DOTSOCR_CORPUS", ROOT.parent / "shared/corpus"))
+CORPUS_PDF = CORPUS / "docling/tests/data/pdf/sources/redp5110_sampled.pdf"
 FALLBACK_PDF = ROOT / "tests/data/multi_page.pdf"
-
-
-def encode(image, level: int) -> str:
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG", compress_level=level)
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def run(pdf: Path, repeat: int, level: int) -> dict[str, float]:
@@ -44,7 +37,7 @@ def run(pdf: Path, repeat: int, level: int) -> dict[str, float]:
                 assert isinstance(page, Page), page
                 prepared = profile.prepare(page.image, page.width, page.height)
                 resized = time.perf_counter()
-                payload = encode(prepared.image, level)
+                payload = prepared.data_url(level)
                 encoded = time.perf_counter()
                 totals["render"] += rendered - start
                 totals["resize"] += resized - rendered

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +13,7 @@ import pytest
 from PIL import Image
 
 from dotsocr import __version__
+from dotsocr.render.annotate import CATEGORY_COLORS
 
 DATA = Path(__file__).parent / "data"
 
@@ -115,21 +118,21 @@ def test_render_tiff_frame_answer_with_its_picture(corpus, tmp_path):
     assert crop.size == pytest.approx((244, 283), abs=2)
 
 
+def render_sample(*args: object) -> subprocess.CompletedProcess[str]:
+    answer, page = DATA / "dots_answers/multi_page_p1.json", DATA / "multi_page.pdf"
+    return dotsocr("render", answer, "--image", page, "--dpi", "144", *args)
+
+
 def test_render_annotated_png_and_json(tmp_path):
-    png, js = tmp_path / "p1.png", tmp_path / "p1.json"
+    png, js = tmp_path / "p1.PNG", tmp_path / "p1.json"  # the suffix names the format
     for out in (png, js):
-        result = dotsocr(
-            "render",
-            DATA / "dots_answers/multi_page_p1.json",
-            "--image",
-            DATA / "multi_page.pdf",
-            "--dpi",
-            "144",
-            "-o",
-            out,
-        )
+        result = render_sample("-o", out)
         assert result.returncode == 0, result.stderr
-    assert Image.open(png).size == (1191, 1684)
+    drawn = Image.open(png)
+    assert drawn.size == (1191, 1684)
+    # Cell 2 is Text at (138, 197, 993, 258): its outline is drawn in the Text colour.
+    assert drawn.getpixel((138, 230)) == CATEGORY_COLORS["Text"]
+    assert drawn.getpixel((1150, 100)) == (255, 255, 255)  # the margin stays blank paper
     doc = json.loads(js.read_text())
     assert doc["version"] == 1 and doc["pages"][0]["width"] == 1191
     assert len(doc["pages"][0]["cells"]) == 12
@@ -184,3 +187,49 @@ def test_render_with_a_bad_image_names_it(tmp_path):
         result.stderr
         == f"error: {empty}: the file is empty (0 bytes): re-download or re-export it\n"
     )
+
+
+def test_outputs_get_ordinary_permissions_and_bad_targets_one_line(tmp_path):
+    out = tmp_path / "p1.md"
+    assert render_sample("-o", out).returncode == 0
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o666 & ~umask
+    result = render_sample("-f", "md", "-o", tmp_path)
+    assert result.returncode == 1
+    assert result.stderr == f"error: cannot write {tmp_path}: Is a directory\n"
+    result = render_sample("-o", tmp_path / "p1.jpg")
+    assert result.stderr.startswith("error: cannot tell the format from 'p1.jpg'")
+
+
+def test_picture_links_survive_spaces_in_the_output_name(corpus, tmp_path):
+    out = tmp_path / "my page (1).md"
+    result = dotsocr(
+        "render",
+        DATA / "dots_answers/2206.01062_p1.json",
+        "--image",
+        corpus / "docling/tests/data/tiff/sources/2206.01062.tif",
+        "--answer-size",
+        "1232x1596",
+        "-o",
+        out,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "![Picture](my%20page%20%281%29_files/page-0001-picture-11.png)" in out.read_text()
+    assert (tmp_path / "my page (1)_files/page-0001-picture-11.png").is_file()
+
+
+def test_empty_folder_is_reported_not_skipped(tmp_path):
+    result = dotsocr("pages", tmp_path, DATA / "multi_page.pdf", "--pages", "1")
+    assert result.returncode == 1
+    assert result.stderr == f"error: {tmp_path}: no PDF or image files in this folder\n"
+    assert len(result.stdout.splitlines()) == 1  # the good file is still listed
+
+
+def test_truncated_image_does_not_stop_the_batch(tmp_path):
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(12))
+    result = dotsocr("pages", cut, DATA / "multi_page.pdf", "--pages", "1")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.startswith(f"error: {cut}: the image cannot be decoded")
+    assert len(result.stdout.splitlines()) == 1

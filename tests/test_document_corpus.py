@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dotsocr.document import DocumentOptions, Page, PageError, open_document
+from dotsocr.document import DocumentOptions, Page, PageFailure, open_document
 from dotsocr.errors import (
     CorruptDocument,
     DocumentTooLarge,
@@ -13,8 +13,10 @@ from dotsocr.errors import (
     NotADocument,
     PasswordError,
 )
+from dotsocr.models.dots_ocr import DotsOCR
 
 ROBUST = "robustness/derived/"
+BUDGET = DotsOCR().max_pixels  # the model's pixel budget, which callers pass as max_pixels
 PDFJS = "pdfjs/test/pdfs/"
 
 
@@ -70,7 +72,7 @@ def test_recoverable_malformed_pdfs_render(corpus, name):
 
 def test_absurd_page_box_is_a_page_error_not_a_crash(corpus):
     (page,) = all_pages(corpus / PDFJS / "poppler-85140-0.pdf")
-    assert isinstance(page, PageError)
+    assert isinstance(page, PageFailure)
     assert isinstance(page.error, DocumentTooLarge)
     assert "absurd size" in str(page.error) and "poppler-85140-0.pdf" in str(page.error)
 
@@ -102,6 +104,8 @@ def test_owner_password_also_opens(corpus):
 def test_empty_user_password_opens_silently(corpus):
     page = only_page(corpus / PDFJS / "bug900822.pdf")
     assert has_ink(page.image)
+    # A password meant for other files of a batch does not lock this one out.
+    assert has_ink(only_page(corpus / PDFJS / "bug900822.pdf", password="for-other-files").image)
 
 
 def test_pdf_renders_at_200_dpi_by_default(corpus):
@@ -117,17 +121,17 @@ def test_dpi_option_scales_the_render(corpus):
 
 
 def test_huge_page_renders_at_the_dpi_that_fits_the_pixel_budget(corpus):
-    page = only_page(corpus / ROBUST / "huge_page_14400pt.pdf")
-    assert page.width * page.height <= 11_289_600
+    page = only_page(corpus / ROBUST / "huge_page_14400pt.pdf", max_pixels=BUDGET)
+    assert page.width * page.height <= BUDGET
     assert page.width >= 3300  # the most the budget allows, not a 72-DPI fallback
     assert page.dpi == pytest.approx(16.8, abs=0.1)
     assert any("to fit the 11,289,600 pixel cap" in n for n in page.notes)
 
 
 def test_a0_page_with_rotate_90_is_landscape_and_capped(corpus):
-    page = only_page(corpus / PDFJS / "issue14497.pdf")
+    page = only_page(corpus / PDFJS / "issue14497.pdf", max_pixels=BUDGET)
     assert page.width > page.height
-    assert page.width * page.height <= 11_289_600
+    assert page.width * page.height <= BUDGET
 
 
 def test_rotate_is_honoured(corpus):
@@ -189,17 +193,32 @@ def test_webp(corpus):
     assert (page.width, page.height) == (2000, 2829)
 
 
-def test_decompression_bomb_is_refused(corpus):
-    (page,) = all_pages(corpus / ROBUST / "huge_20000x20000_1bit.png")
-    assert isinstance(page, PageError) and isinstance(page.error, DocumentTooLarge)
-    assert "--max-image-pixels" in str(page.error)
+def test_huge_page_without_a_pixel_cap_is_refused_not_rendered(corpus):
+    (page,) = all_pages(corpus / ROBUST / "huge_page_14400pt.pdf")
+    assert isinstance(page, PageFailure) and isinstance(page.error, DocumentTooLarge)
+    assert "page 1 is 40000x40000 (1,600 Mpx)" in str(page.error)
+
+
+def test_decompression_bomb_is_refused_before_decoding(corpus):
+    with pytest.raises(DocumentTooLarge, match=r"image has 400 Mpx, above the limit of 179 Mpx"):
+        open_document(corpus / ROBUST / "huge_20000x20000_1bit.png")
+
+
+def test_decompression_bomb_limit_can_be_raised(corpus):
+    page = only_page(
+        corpus / ROBUST / "huge_20000x20000_1bit.png",
+        max_image_pixels=400_000_000,
+        max_pixels=BUDGET,
+    )
+    assert (page.width, page.height) == (20000, 20000)
+    assert page.image.width * page.image.height <= BUDGET
 
 
 def test_skinny_page_keeps_its_shape_within_the_cap(corpus):
-    pages = all_pages(corpus / "olmocr/tests/gnarly_pdfs/skinnypage.pdf")
+    pages = all_pages(corpus / "olmocr/tests/gnarly_pdfs/skinnypage.pdf", max_pixels=BUDGET)
     tall = pages[1]
     assert tall.height > 50 * tall.width
-    assert tall.width * tall.height <= 11_289_600
+    assert tall.width * tall.height <= BUDGET
 
 
 def test_bytes_input_reads_like_a_path(corpus):
@@ -214,5 +233,6 @@ def test_damaged_image_data_is_a_clear_error(corpus, tmp_path):
     cut = tmp_path / "cut.png"
     cut.write_bytes(data[: len(data) // 2])
     (page,) = all_pages(cut)
-    assert isinstance(page, PageError) and isinstance(page.error, CorruptDocument)
-    assert str(page.error).startswith(f"{cut}: the image data is truncated or damaged")
+    assert isinstance(page, PageFailure) and isinstance(page.error, CorruptDocument)
+    assert str(page.error).startswith(f"{cut}: the image cannot be decoded")
+    assert "re-export it" in str(page.error)

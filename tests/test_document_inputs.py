@@ -10,11 +10,12 @@ import numpy as np
 import pikepdf
 import pypdfium2 as pdfium
 import pytest
-from PIL import Image
+from pikepdf import Name
+from PIL import Image, PngImagePlugin
 
-from dotsocr.document import DocumentOptions, Page, PageError, open_document
+from dotsocr.document import DocumentOptions, Page, PageFailure, open_document
 from dotsocr.document.sources import expand_paths
-from dotsocr.errors import DocumentTooLarge, NotADocument
+from dotsocr.errors import CorruptDocument, DocumentTooLarge, NotADocument
 
 
 def encode(image: Image.Image, fmt: str, **params) -> bytes:
@@ -23,7 +24,7 @@ def encode(image: Image.Image, fmt: str, **params) -> bytes:
     return buffer.getvalue()
 
 
-def pages_of(data: bytes, **options) -> list[Page | PageError]:
+def pages_of(data: bytes, **options) -> list[Page | PageFailure]:
     with open_document(data, DocumentOptions(**options), name="test-input") as doc:
         return list(doc.pages())
 
@@ -77,11 +78,25 @@ def test_common_formats(fmt):
     assert (page.width, page.height) == (50, 40)
 
 
-def test_32_bit_integer_grey_is_scaled_to_its_range():
-    array = np.linspace(0, 4095, 64 * 64).reshape(64, 64).astype(np.int32)
-    page = single(encode(Image.fromarray(array, "I"), "TIFF"))
-    values = np.asarray(page.image.convert("L"))
-    assert values.max() >= 250 and values.min() <= 5  # 12-bit data spread over 8 bits
+def grey_page(array: np.ndarray, mode: str) -> np.ndarray:
+    page = single(encode(Image.fromarray(array, mode), "TIFF"))
+    return np.asarray(page.image.convert("L"), dtype=float)
+
+
+def test_16_bit_data_in_32_bit_grey_keeps_its_full_scale():
+    array = np.full((32, 32), 32768, dtype=np.int32)  # mid-grey in 16 bits
+    assert grey_page(array, "I").mean() == pytest.approx(127.5, abs=1)  # clipping gives 255
+
+
+def test_float_grey_in_0_to_1_is_scaled_by_255():
+    array = np.linspace(0, 1, 64 * 64, dtype=np.float32).reshape(64, 64)
+    assert grey_page(array, "F").mean() == pytest.approx(127.5, abs=2)  # clipping gives ~0
+
+
+def test_signed_grey_is_stretched_from_its_minimum():
+    array = np.linspace(-1000, 1000, 64 * 64).reshape(64, 64).astype(np.int32)
+    values = grey_page(array, "I")
+    assert values.min() <= 1 and values.max() >= 254 and values.mean() == pytest.approx(127, abs=3)
 
 
 def test_large_images_are_downscaled_to_the_pixel_cap_keeping_the_frame():
@@ -100,10 +115,19 @@ def test_no_pixel_cap_keeps_full_size():
 
 def test_decompression_bomb_limit_is_configurable():
     data = encode(Image.new("L", (300, 300), 255), "PNG")
-    (page,) = pages_of(data, max_image_pixels=50_000)
-    assert isinstance(page, PageError) and isinstance(page.error, DocumentTooLarge)
-    assert "300x300" in str(page.error)
+    with pytest.raises(
+        DocumentTooLarge, match=r"image is 300x300 \(90,000 pixels\), above the limit"
+    ):
+        pages_of(data, max_image_pixels=50_000)
     assert isinstance(single(data, max_image_pixels=100_000), Page)
+
+
+def test_a_later_tiff_page_over_the_limit_fails_alone():
+    frames = [Image.new("L", (100, 100), 255), Image.new("L", (400, 400), 255)]
+    data = encode(frames[0], "TIFF", save_all=True, append_images=frames[1:])
+    first, second = pages_of(data, max_image_pixels=50_000)
+    assert isinstance(first, Page)
+    assert isinstance(second, PageFailure) and "400x400" in str(second.error)
 
 
 def test_unsupported_image_format_is_named():
@@ -142,7 +166,7 @@ def test_folders_expand_to_document_files_in_order(tmp_path):
 
 
 def make_pdf(pages: int, *, broken: set[int] = frozenset()) -> bytes:
-    """A real PDF with a line of text per page; pages in ``broken`` get an absurd box."""
+    """A PDF of blank pages; pages in ``broken`` get an absurd page box."""
     pdf = pdfium.PdfDocument.new()
     for _ in range(pages):
         pdf.new_page(200, 100)
@@ -156,9 +180,65 @@ def make_pdf(pages: int, *, broken: set[int] = frozenset()) -> bytes:
     return out.getvalue()
 
 
+def form_pdf() -> bytes:
+    """A PDF whose only content is a filled text field with no appearance stream."""
+    pdf = pikepdf.new()
+    pdf.add_blank_page(page_size=(200, 100))
+    helvetica = pdf.make_indirect(
+        pikepdf.Dictionary(Type=Name.Font, Subtype=Name.Type1, BaseFont=Name.Helvetica)
+    )
+    field = pdf.make_indirect(
+        pikepdf.Dictionary(
+            Type=Name.Annot,
+            Subtype=Name.Widget,
+            FT=Name.Tx,
+            T=pikepdf.String("name"),
+            V=pikepdf.String("HELLO FORM"),
+            Rect=[10, 30, 190, 70],
+            DA=pikepdf.String("/Helv 24 Tf 0 g"),
+            F=4,
+            P=pdf.pages[0].obj,
+        )
+    )
+    pdf.pages[0].obj.Annots = pikepdf.Array([field])
+    pdf.Root.AcroForm = pikepdf.Dictionary(
+        Fields=[field],
+        NeedAppearances=True,
+        DR=pikepdf.Dictionary(Font=pikepdf.Dictionary(Helv=helvetica)),
+    )
+    out = io.BytesIO()
+    pdf.save(out)
+    return out.getvalue()
+
+
+def test_filled_form_fields_are_drawn():
+    page = single(form_pdf())
+    assert np.asarray(page.image.convert("L")).min() < 64  # the field's text is on the page
+
+
+def test_truncated_image_header_is_a_clear_error():
+    data = encode(Image.new("RGB", (50, 40), "red"), "PNG")[:20]
+    with pytest.raises(CorruptDocument, match="test-input: the image cannot be decoded"):
+        open_document(data, name="test-input")
+
+
+def test_png_quoting_pdf_in_its_metadata_is_still_a_png():
+    info = PngImagePlugin.PngInfo()
+    info.add_text("Comment", "%PDF-1.7 was the source")
+    page = single(encode(Image.new("RGB", (30, 20), "white"), "PNG", pnginfo=info))
+    assert (page.width, page.height, page.dpi) == (30, 20, None)
+
+
+def test_pdf_without_pages_says_so():
+    out = io.BytesIO()
+    pikepdf.new().save(out)
+    with pytest.raises(CorruptDocument, match="test-input: the PDF has no pages"):
+        open_document(out.getvalue(), name="test-input")
+
+
 def test_one_unreadable_page_costs_only_that_page():
     pages = pages_of(make_pdf(3, broken={1}))
-    assert [type(p).__name__ for p in pages] == ["Page", "PageError", "Page"]
+    assert [type(p).__name__ for p in pages] == ["Page", "PageFailure", "Page"]
     assert "page 2 has an absurd size" in str(pages[1].error)
 
 

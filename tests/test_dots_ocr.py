@@ -172,7 +172,7 @@ def test_missing_commas_and_brackets_are_mended():
     result = parse("[" + answer)
     assert [c.text for c in result.cells] == ["a", "b"]
     assert result.status is PageStatus.REPAIRED
-    assert "missing comma between items" in result.notes
+    assert "1 missing comma(s) between items" in result.notes
 
 
 def test_malformed_middle_item_is_repaired_and_later_items_kept():
@@ -199,6 +199,17 @@ def test_duplicates_and_loops_are_collapsed_and_counted():
     assert "2 duplicate cell(s) removed" in result.notes
     assert "37 repeated cell(s) from a loop collapsed" in result.notes
     assert result.status is PageStatus.REPAIRED
+
+
+def test_short_runs_of_equal_cells_are_kept_but_cycles_that_loop_are_cut():
+    column = [cell(0, "intro")] + [cell(20 + i, "N/A") for i in range(5)]
+    assert len(parse(json.dumps(column)).cells) == 6  # a real column of "N/A"
+    cycle = [cell(i, "a" if i % 2 else "b", "Text") for i in range(30)]
+    result = parse(json.dumps(cycle))
+    assert [c.text for c in result.cells] == ["b", "a"] * 3
+    assert "24 repeated cell(s) from a loop collapsed" in result.notes
+    cut = json.dumps([cell(i, "same") for i in range(5)])[:-1]
+    assert len(parse(cut, finish_reason="length").cells) == 3  # a loop ran to the budget
 
 
 def test_runaway_text_inside_a_cell_is_collapsed():
@@ -229,12 +240,52 @@ def test_items_without_usable_boxes_are_dropped_and_counted():
     assert "3 item(s) without a usable bbox dropped" in result.notes
 
 
+def test_bare_objects_one_per_line_are_all_kept():
+    answer = json.dumps(cell(0, "a")) + ",\n" + json.dumps(cell(20, "b"))
+    result = parse(answer)
+    assert [c.text for c in result.cells] == ["a", "b"]
+    assert result.status is PageStatus.OK  # nothing was lost
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        json.dumps({"meta": [1, 2], "layout": [cell()]}),
+        json.dumps([[cell()]]),
+        "Here is the layout: " + json.dumps([cell()]),
+    ],
+)
+def test_cells_are_found_inside_other_shapes(answer):
+    assert [c.text for c in parse(answer).cells] == ["a"]
+
+
+def test_odd_field_types_are_read_sensibly():
+    items = [
+        {"bbox": [True, 0, 5, 5], "category": "Text", "text": "bool box"},
+        {"bbox": [0, 0, 5, 5], "category": ["Title"], "text": {"k": "v"}},
+        {"bbox": [1e308, 0, 1e308, 5], "category": "Text", "text": "huge"},
+        {"bbox": [10**400, 0, 5, 5], "category": "Text", "text": "huger"},
+    ]
+    result = parse(json.dumps(items))
+    assert [(c.category, c.text) for c in result.cells] == [("Title", '{"k": "v"}')]
+    assert "3 item(s) without a usable bbox dropped" in result.notes
+
+
 def test_layout_only_answers_have_no_text():
     result = parse(json.dumps([{"bbox": [0, 0, 5, 5], "category": "Picture"}]), "layout_only")
     assert result.cells[0].text is None and result.status is PageStatus.OK
 
 
-@pytest.mark.parametrize("answer", ["", "   ", "I cannot read this page.", '"just a string"'])
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "",
+        "   ",
+        "I cannot read this page.",
+        '"just a string"',
+        "See [the docs](http://x) and $\\frac{a}{b}$ [1].",
+    ],
+)
 def test_non_json_answers_to_layout_prompts_fall_back_to_text(answer):
     result = parse(answer)
     assert result.status is PageStatus.FALLBACK
@@ -268,7 +319,12 @@ def test_parser_never_raises_on_any_text(text):
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.integers(min_value=10**300, max_value=10**400)
+    | st.floats()
+    | st.text(max_size=20),
     lambda inner: (
         st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=8), inner, max_size=5)
     ),
@@ -282,3 +338,12 @@ def test_parser_never_raises_on_cut_json(items, cut):
     text = json.dumps(items)[:cut]
     result = parse(text, finish_reason="length")
     assert isinstance(result.cells, list)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 5_000), st.sampled_from(["[", "{", '{"bbox": [', "[{"]))
+def test_parser_never_raises_on_deep_nesting(depth, opener):
+    assert parse(opener * depth).status in PageStatus
+    result = parse(opener * depth, finish_reason="length")
+    assert result.cells == [] and result.status is PageStatus.REPAIRED
+    assert "no complete cell before the answer was cut" in result.notes

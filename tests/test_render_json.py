@@ -60,7 +60,9 @@ def test_output_has_header_and_numbered_pages():
 def test_page_fields_and_cells_round_trip():
     doc = sample()
     first, second = json.loads(render_json(doc))["pages"]
-    assert first["cells"] == [{"bbox": [1, 2, 30, 40], "category": "Title", "text": "# Hi"}]
+    assert first["cells"] == [
+        {"bbox": [1, 2, 30, 40], "category": "Title", "text": "# Hi", "confidence": 0.9}
+    ]
     assert first["status"] == "repaired" and first["notes"] == ["closed a cut answer"]
     assert (first["attempts"], first["prompt_tokens"], first["completion_tokens"]) == (2, 1200, 40)
     assert (first["dpi"], first["seconds"]) == (100.0, 1.5)
@@ -99,7 +101,7 @@ def test_schema_pins_name_and_version_and_makes_raw_optional():
     page = schema["$defs"]["PageOut"]
     assert page["required"] == PAGE_KEYS[:-1]
     assert list(page["properties"]) == PAGE_KEYS
-    assert schema["$defs"]["CellOut"]["required"] == ["bbox", "category", "text"]
+    assert schema["$defs"]["CellOut"]["required"] == ["bbox", "category", "text", "confidence"]
 
 
 def test_schema_descriptions_come_from_the_data_model():

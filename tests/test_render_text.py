@@ -1,5 +1,5 @@
 from dotsocr.layout import Cell, DocumentResult, PageResult
-from dotsocr.render import markdown, render_text, text
+from dotsocr.render import render_text
 from dotsocr.render.text import table_rows
 
 
@@ -16,9 +16,9 @@ def test_heading_markers_and_emphasis_are_stripped():
     out = plain(
         cell("Title", "# Big title"),
         cell("Section-header", "## Part **one**"),
-        cell("Text", "Some **bold**, __strong__ and `code` words."),
+        cell("Text", "Some **bold** and `code` words."),
     )
-    assert out == "Big title\n\nPart one\n\nSome bold, strong and code words.\n"
+    assert out == "Big title\n\nPart one\n\nSome bold and code words.\n"
 
 
 def test_list_bullets_become_dashes_and_keep_indentation():
@@ -58,8 +58,18 @@ def test_formula_keeps_raw_latex_without_wrapper():
     )
 
 
-def test_formula_unwrapping_is_shared_with_markdown():
-    assert text.strip_math is markdown.strip_math
+def test_names_with_underscores_keep_them_and_emphasis_goes():
+    line = "Call __init__ or my__var__x, then **done** and `x`."
+    assert plain(cell("Text", line)) == "Call __init__ or my__var__x, then done and x.\n"
+
+
+def test_table_text_that_is_not_html_is_kept():
+    assert plain(cell("Table", "| a | b |\n| 1 | 2 |")) == "| a | b |\n| 1 | 2 |\n"
+
+
+def test_table_caption_comes_first():
+    html = "<table><caption>Totals</caption><tr><td>a</td><td>1</td></tr></table>"
+    assert plain(cell("Table", html)) == "Totals\na\t1\n"
 
 
 def test_pictures_left_out_and_furniture_optional():

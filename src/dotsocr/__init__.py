@@ -24,7 +24,7 @@ _EXPORTS = {
     "EngineError": "dotsocr.errors",
     "NotADocument": "dotsocr.errors",
     "Page": "dotsocr.document",
-    "PageError": "dotsocr.document",
+    "PageFailure": "dotsocr.document",
     "PageResult": "dotsocr.layout",
     "PageSelectionError": "dotsocr.errors",
     "PageStatus": "dotsocr.layout",
@@ -49,7 +49,7 @@ __all__ = [
     "EngineError",
     "NotADocument",
     "Page",
-    "PageError",
+    "PageFailure",
     "PageResult",
     "PageSelectionError",
     "PageStatus",
@@ -62,7 +62,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from dotsocr.document import DocumentOptions, Page, PageError, open_document
+    from dotsocr.document import DocumentOptions, Page, PageFailure, open_document
     from dotsocr.errors import (
         ConfigError,
         CorruptDocument,

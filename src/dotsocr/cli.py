@@ -6,12 +6,15 @@ import os
 import sys
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from dotsocr import __version__
+from dotsocr import __version__, defaults
 from dotsocr.errors import DotsOCRError
+
+if TYPE_CHECKING:
+    from dotsocr.document import DocumentOptions
 
 app = typer.Typer(
     name="dotsocr",
@@ -43,32 +46,47 @@ def error_line(message: object) -> None:
 
 # Options shared by the commands that open documents.
 PagesOpt = Annotated[str | None, typer.Option("--pages", help="Pages to take, e.g. 1-3,7 or 5-.")]
-DpiOpt = Annotated[float, typer.Option("--dpi", help="PDF render resolution.")]
+DpiOpt = Annotated[float, typer.Option("--dpi", min=1, max=1200, help="PDF render resolution.")]
 PasswordOpt = Annotated[
     str | None,
     typer.Option("--password", help="Password of encrypted PDFs.", envvar="DOTSOCR_PDF_PASSWORD"),
 ]
 MaxImagePixelsOpt = Annotated[
-    int | None,
-    typer.Option("--max-image-pixels", help="Refuse images or renders above this many pixels."),
+    int,
+    typer.Option("--max-image-pixels", min=1, help="Refuse images or renders above this many."),
 ]
 ModelOpt = Annotated[str, typer.Option("--model", help="Model profile (name or hub id).")]
+
+
+def _document_options(
+    pages: str | None,
+    dpi: float,
+    password: str | None,
+    max_image_pixels: int = defaults.MAX_IMAGE_PIXELS,
+) -> DocumentOptions:
+    from dotsocr.document import DocumentOptions
+
+    return DocumentOptions(
+        pages=pages, dpi=dpi, password=password, max_image_pixels=max_image_pixels
+    )
 
 
 @app.command()
 def pages(
     files: Annotated[list[Path], typer.Argument(help="PDFs, images or folders.")],
     pages: PagesOpt = None,
-    dpi: DpiOpt = 200,
+    dpi: DpiOpt = defaults.DPI,
     password: PasswordOpt = None,
-    max_image_pixels: MaxImagePixelsOpt = 178_956_970,
+    max_image_pixels: MaxImagePixelsOpt = defaults.MAX_IMAGE_PIXELS,
     model: ModelOpt = "dots.ocr",
 ) -> None:
     """List the pages each input yields: sizes, model-ready sizes and image-token cost."""
+    from dotsocr.models import get_profile
     from dotsocr.page_info import describe_inputs
 
+    options = _document_options(pages, dpi, password, max_image_pixels)
     failures = 0
-    for line in describe_inputs(files, pages, dpi, password, max_image_pixels, model):
+    for line in describe_inputs(files, options, get_profile(model)):
         if line.error:
             failures += 1
             error_line(line.error)
@@ -119,47 +137,56 @@ def render(
     pictures: Annotated[
         PictureMode, typer.Option("--pictures", help="Pictures in Markdown.")
     ] = PictureMode.files,
-    dpi: DpiOpt = 200,
+    dpi: DpiOpt = defaults.DPI,
     password: PasswordOpt = None,
     model: ModelOpt = "dots.ocr",
 ) -> None:
     """Re-render a saved raw answer as Markdown, JSON, text or an annotated PNG."""
     from dotsocr.rerender import RenderRequest, rerender
 
-    chosen = fmt or (
-        OutputFormat(output.suffix[1:])
-        if output and output.suffix[1:] in OutputFormat.__members__
-        else OutputFormat.md
-    )
     request = RenderRequest(
-        answer=answer,
         image=image,
-        page=page,
-        format=chosen.value,
+        document=_document_options(str(page), dpi, password),
+        format=fmt.value if fmt else None,
         output=output,
         task=task,
         answer_size=answer_size,
         finish_reason=finish_reason,
         include_furniture=furniture,
         pictures=pictures.value,
-        dpi=dpi,
-        password=password,
         model=model,
     )
-    text = rerender(request)
+    text = rerender(_read_answer(answer), request)
     if text is not None:
         sys.stdout.write(text)
 
 
+def _read_answer(path: Path) -> str:
+    if str(path) == "-":
+        return sys.stdin.read()
+    try:
+        return path.read_text(encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise DotsOCRError(f"{path}: cannot read the answer ({exc.strerror})") from None
+
+
 def main() -> None:
     """Entry point: one readable line per user error, a traceback only when debugging."""
+    debug = os.environ.get("DOTSOCR_DEBUG") == "1"
     try:
         app()
     except DotsOCRError as exc:
-        if os.environ.get("DOTSOCR_DEBUG") == "1":
+        if debug:
             raise
         error_line(exc)
         sys.exit(1)
     except KeyboardInterrupt:
         error_line("interrupted")
         sys.exit(130)
+    except Exception as exc:
+        from pydantic import ValidationError
+
+        if debug or not isinstance(exc, ValidationError):
+            raise
+        error_line("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
+        sys.exit(1)

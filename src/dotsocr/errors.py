@@ -62,6 +62,10 @@ class EngineError(DotsOCRError):
     """An OCR engine failed to answer."""
 
 
+class OutputError(DotsOCRError):
+    """A result file cannot be written (folder missing, no permission, disk full)."""
+
+
 class ConfigError(DotsOCRError):
     """A setting or flag has a value we cannot use."""
 

@@ -1,7 +1,8 @@
 """The data model shared by every layer: cells, page results, document results.
 
 Boxes are ``(x1, y1, x2, y2)`` in pixels of the original page frame: the source
-image's own pixels, or for a PDF the page rendered at the requested DPI.
+image's own pixels, or for a PDF the page as rendered (at ``PageResult.dpi``, which is
+below the requested DPI when a large page was capped to the model's pixel budget).
 """
 
 from __future__ import annotations
@@ -44,7 +45,9 @@ class Cell(BaseModel):
     text: Annotated[str | None, Field(description="Markdown, LaTeX (Formula) or HTML (Table)")] = (
         None
     )
-    confidence: float | None = None
+    confidence: Annotated[
+        float | None, Field(description="0-1, from engines that give one; null for dots.ocr")
+    ] = None
 
 
 class PageStatus(StrEnum):
@@ -107,11 +110,11 @@ def normalize_box(box: tuple[float, float, float, float]) -> tuple[float, float,
 
 
 def clip_box(box: tuple[float, float, float, float], width: int, height: int) -> BBox:
-    """Round to whole pixels and clip to the page."""
+    """Clip to the page, then round to whole pixels (NaN counts as 0)."""
     x1, y1, x2, y2 = normalize_box(box)
 
     def fit(v: float, hi: int) -> int:
-        return min(max(round(v), 0), hi)
+        return round(min(max(v, 0.0), float(hi))) if v == v else 0
 
     return fit(x1, width), fit(y1, height), fit(x2, width), fit(y2, height)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 from dotsocr.document import DocumentOptions, Page, open_document
 from dotsocr.document.sources import expand_paths
 from dotsocr.errors import DotsOCRError, PageTooExtreme
-from dotsocr.models import get_profile
+from dotsocr.models import ModelProfile
 
 
 @dataclass(frozen=True)
@@ -19,35 +20,30 @@ class PageLine:
 
 
 def describe_inputs(
-    paths: Iterable[Path],
-    pages: str | None,
-    dpi: float,
-    password: str | None,
-    max_image_pixels: int | None,
-    model: str,
+    paths: Iterable[Path], options: DocumentOptions, profile: ModelProfile
 ) -> Iterator[PageLine]:
-    """One line per page, or one error line per bad file or page; never raises for inputs."""
-    profile = get_profile(model)
-    options = DocumentOptions(
-        pages=pages,
-        dpi=dpi,
-        password=password,
-        max_image_pixels=max_image_pixels,
-        max_pixels=profile.max_pixels,
-    )
+    """One line per page, or one error line per bad file or page; one file never stops the rest."""
+    options = options.model_copy(update={"max_pixels": profile.max_pixels})
     for path in expand_paths(paths):
+        if isinstance(path, DotsOCRError):
+            yield PageLine(error=str(path))
+            continue
         try:
             with open_document(path, options) as doc:
                 for page in doc.pages():
-                    if not isinstance(page, Page):
+                    if isinstance(page, Page):
+                        yield _describe(profile, page, doc.page_count)
+                    else:
                         yield PageLine(error=str(page.error))
-                        continue
-                    yield _describe(profile, page, doc.page_count)
         except DotsOCRError as exc:
             yield PageLine(error=str(exc))
+        except Exception as exc:  # a bug of ours must not cost the other files
+            if os.environ.get("DOTSOCR_DEBUG") == "1":
+                raise
+            yield PageLine(error=f"{path}: unexpected {type(exc).__name__}: {exc} (please report)")
 
 
-def _describe(profile, page: Page, count: int) -> PageLine:
+def _describe(profile: ModelProfile, page: Page, count: int) -> PageLine:
     where = f"{page.source}  page {page.number}/{count}"
     try:
         w, h = profile.model_size(page.image.width, page.image.height)

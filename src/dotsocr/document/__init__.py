@@ -2,7 +2,7 @@
 
 >>> with open_document("scan.pdf", DocumentOptions(pages="1-3")) as doc:
 ...     for page in doc.pages():
-...         ...  # a Page (RGB image + frame size) or a PageError for that page
+...         ...  # a Page (RGB image + frame size), or a PageFailure for that page
 """
 
 from __future__ import annotations
@@ -13,17 +13,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
 
+import pypdfium2 as pdfium
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
+from dotsocr import defaults
 from dotsocr.document import images, pdf
 from dotsocr.document.selection import select_pages
 from dotsocr.document.sniff import sniff
 from dotsocr.errors import CorruptDocument, DocumentError, EmptyDocument, NotADocument
 
-__all__ = ["Document", "DocumentOptions", "Page", "PageError", "open_document", "select_pages"]
-
-DEFAULT_MAX_PIXELS = 11_289_600  # dots.ocr's pixel budget
+__all__ = [
+    "Document",
+    "DocumentOptions",
+    "Page",
+    "PageFailure",
+    "open_document",
+    "select_pages",
+]
 
 
 class DocumentOptions(BaseModel):
@@ -32,20 +39,22 @@ class DocumentOptions(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     pages: Annotated[str | None, Field(description="page selection such as 1-3,7 (1-based)")] = None
-    dpi: Annotated[float, Field(gt=0, le=1200, description="PDF render resolution")] = 200
+    dpi: Annotated[
+        float, Field(gt=0, le=1200, allow_inf_nan=False, description="PDF render resolution")
+    ] = defaults.DPI
     max_pixels: Annotated[
         int | None,
         Field(
             gt=0,
-            description="pixel cap per page: PDFs render at the highest DPI that fits, "
-            "larger images are downscaled; None keeps full size",
+            description="pixel cap per page, usually the model's budget: PDFs render at the "
+            "highest DPI that fits, larger images are downscaled; None keeps full size",
         ),
-    ] = DEFAULT_MAX_PIXELS
+    ] = None
     password: Annotated[str | None, Field(description="password of an encrypted PDF")] = None
     max_image_pixels: Annotated[
         int | None,
         Field(gt=0, description="refuse source images or renders above this many pixels"),
-    ] = 178_956_970
+    ] = defaults.MAX_IMAGE_PIXELS
 
 
 @dataclass
@@ -53,7 +62,8 @@ class Page:
     """One page ready for a model: an upright RGB image and the frame results use.
 
     ``width`` x ``height`` is the coordinate frame of results: the source image's
-    pixels, or the PDF page at ``dpi``. ``image`` may be smaller when it was capped.
+    pixels, or the PDF page at ``dpi`` (the DPI actually used, after any pixel cap).
+    ``image`` may be smaller than the frame when a large image was capped.
     """
 
     source: str
@@ -70,7 +80,7 @@ class Page:
 
 
 @dataclass
-class PageError:
+class PageFailure:
     """A page that could not be rendered; its document's other pages still come."""
 
     source: str
@@ -89,7 +99,7 @@ class Document:
         self,
         source: str,
         kind: Literal["pdf", "image"],
-        handle: object,
+        handle: pdfium.PdfDocument | Image.Image,
         options: DocumentOptions,
         notes: list[str],
     ) -> None:
@@ -98,35 +108,36 @@ class Document:
         self.options = options
         self._handle = handle
         self._notes = notes
-        count = len(handle) if kind == "pdf" else images.frame_count(handle)  # type: ignore[arg-type]
-        self.page_count: int = count
-        self.selected: list[int] = select_pages(options.pages, count, source)
+        if isinstance(handle, pdfium.PdfDocument):
+            self.page_count = len(handle)
+        else:
+            with images.decoding(source, options.max_image_pixels):
+                self.page_count = images.frame_count(handle)
+        self.selected: list[int] = select_pages(options.pages, self.page_count, source)
 
-    def pages(self) -> Iterator[Page | PageError]:
+    def pages(self) -> Iterator[Page | PageFailure]:
         """Yield the selected pages in order, rendering each only when asked for."""
         render = self._pdf_page if self.kind == "pdf" else self._image_page
         for index in self.selected:
             try:
                 yield render(index)
             except DocumentError as exc:
-                yield PageError(self.source, index, exc)
+                yield PageFailure(self.source, index, exc)
 
     def _pdf_page(self, index: int) -> Page:
         opts = self.options
         try:
             page = self._handle[index]  # type: ignore[index]
-        except Exception as exc:  # PDFium's errors carry no type of their own per page
+        except pdfium.PdfiumError as exc:
             raise CorruptDocument(self.source, f"page {index + 1} cannot be read ({exc})") from None
         try:
-            scale = pdf.render_scale(
-                page.get_size(), opts.dpi, opts.max_pixels, self.source, index + 1
-            )
-            w_pt, h_pt = page.get_size()
-            size = (math.ceil(w_pt * scale), math.ceil(h_pt * scale))
+            size_pt = page.get_size()
+            scale = pdf.render_scale(size_pt, opts.dpi, opts.max_pixels, self.source, index + 1)
+            size = (math.ceil(size_pt[0] * scale), math.ceil(size_pt[1] * scale))
             images.check_pixels(size, opts.max_image_pixels, self.source, f"page {index + 1}")
             try:
                 image = page.render(scale=scale, may_draw_forms=True).to_pil().convert("RGB")
-            except Exception as exc:
+            except pdfium.PdfiumError as exc:
                 raise CorruptDocument(
                     self.source, f"page {index + 1} cannot be rendered ({exc})"
                 ) from None
@@ -140,18 +151,20 @@ class Document:
 
     def _image_page(self, index: int) -> Page:
         handle: Image.Image = self._handle  # type: ignore[assignment]
-        with images.decoding(self.source):
-            handle.seek(index)
-        width, height = images.upright_size(handle, self.source)
-        images.check_pixels((width, height), self.options.max_image_pixels, self.source, "image")
+        limit = self.options.max_image_pixels
         notes = list(self._notes)
-        image = images.to_page_image(
-            handle, self.source, max_pixels=self.options.max_pixels, notes=notes
-        )
+        with images.decoding(self.source, limit):
+            handle.seek(index)
+            # The area does not change with rotation: check it before anything decodes.
+            images.check_pixels(handle.size, limit, self.source, "image")
+            width, height = images.upright_size(handle)
+            image = images.to_page_image(
+                handle, self.source, max_pixels=self.options.max_pixels, notes=notes
+            )
         return Page(self.source, index, image, width, height, None, notes)
 
     def close(self) -> None:
-        self._handle.close()  # type: ignore[attr-defined]
+        self._handle.close()
 
     def __enter__(self) -> Document:
         return self
@@ -178,11 +191,41 @@ def open_document(
     """
     options = options or DocumentOptions()
     label = name or (str(source) if not isinstance(source, bytes) else "<bytes>")
-    data: bytes | Path
-    if isinstance(source, bytes):
-        data, head = source, source[:2048]
+    data = source if isinstance(source, bytes) else Path(source)
+    head = _head(data, label)
+    kind = sniff(head)
+    if kind == "html":
+        raise NotADocument(
+            label,
+            "not a document: it is an HTML page (an error page saved under a document's "
+            "name?); download the file again",
+        )
+    if kind == "text":
+        raise NotADocument(label, "not a document: it is plain text, not a PDF or an image")
+    if kind == "unknown":
+        known = images.identify(data)
+        raise NotADocument(
+            label,
+            f"unsupported image format {known}: convert it to PNG, JPEG, TIFF or PDF"
+            if known
+            else "unsupported file type: dotsocr reads PDF, PNG, JPEG, WebP, BMP, GIF and TIFF",
+        )
+    if kind == "pdf":
+        handle, repaired = pdf.open_pdf(data, label, options.password)
+        notes = ["damaged PDF repaired with qpdf"] if repaired else []
     else:
-        data = Path(source)
+        handle, notes = images.open_image(data, label, options.max_image_pixels), []
+    try:
+        return Document(label, kind, handle, options, notes)
+    except BaseException:
+        handle.close()
+        raise
+
+
+def _head(data: bytes | Path, label: str) -> bytes:
+    if isinstance(data, bytes):
+        head = data[:2048]
+    else:
         try:
             with data.open("rb") as fh:
                 head = fh.read(2048)
@@ -192,34 +235,8 @@ def open_document(
             raise NotADocument(label, "no such file: check the path") from None
         except PermissionError:
             raise NotADocument(label, "permission denied: check the file's access rights") from None
+        except OSError as exc:
+            raise NotADocument(label, f"cannot be read ({exc.strerror})") from None
     if not head:
         raise EmptyDocument(label, "the file is empty (0 bytes): re-download or re-export it")
-    kind = sniff(head)
-    if kind == "pdf":
-        handle, repaired = pdf.open_pdf(data, label, options.password)
-        notes = ["damaged PDF repaired with qpdf"] if repaired else []
-        if len(handle) == 0:
-            handle.close()
-            raise CorruptDocument(label, "the PDF has no pages")
-        return Document(label, "pdf", handle, options, notes)
-    if kind == "html":
-        raise NotADocument(
-            label,
-            "not a document: it is an HTML page (an error page saved under a document's "
-            "name?); download the file again",
-        )
-    if kind == "text":
-        raise NotADocument(label, "not a document: it is plain text, not a PDF or an image")
-    fp = data if isinstance(data, bytes) else data.open("rb")
-    try:
-        handle = images.open_image(fp, label)
-    except DocumentError:
-        if not isinstance(fp, bytes):
-            fp.close()
-        if kind == "unknown":
-            raise NotADocument(
-                label,
-                "unsupported file type: dotsocr reads PDF, PNG, JPEG, WebP, BMP, GIF and TIFF",
-            ) from None
-        raise
-    return Document(label, "image", handle, options, [])
+    return head

@@ -4,79 +4,107 @@ from __future__ import annotations
 
 import io
 import math
-import struct
+import re
+import threading
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
 
-from PIL import Image, ImageCms, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageCms, ImageOps
 
 from dotsocr.errors import CorruptDocument, DocumentTooLarge, NotADocument
 
-# We enforce our own, configurable limit (DocumentOptions.max_image_pixels) on the
-# header's size before decoding; Pillow's fixed global one would shadow it.
-Image.MAX_IMAGE_PIXELS = None
 Image.init()  # register every plugin so READABLE_FORMATS resolve
 
 READABLE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "DIB", "GIF", "TIFF")
 MULTI_PAGE_FORMATS = frozenset({"TIFF"})  # GIF, WebP and APNG frames are animation, not pages
 _SWAPS_AXES = frozenset({5, 6, 7, 8})  # EXIF orientations that turn the image a quarter
 _SRGB = ImageCms.createProfile("sRGB")
+_PILLOW_LIMIT_LOCK = threading.Lock()
 
 
-def open_image(data: io.BufferedIOBase | bytes | str, source: str) -> Image.Image:
-    """Open an image lazily (header only), mapping Pillow's errors to ours."""
-    fp = io.BytesIO(data) if isinstance(data, bytes) else data
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            return Image.open(fp, formats=READABLE_FORMATS)
-    except UnidentifiedImageError:
+def _pixels(count: int) -> str:
+    return f"{count / 1e6:,.0f} Mpx" if count >= 10_000_000 else f"{count:,} pixels"
+
+
+def _too_large(source: str, what: str, limit: int | None) -> DocumentTooLarge:
+    return DocumentTooLarge(
+        source,
+        f"{what}, above the limit of {_pixels(limit or 0)} (decompression-bomb guard): raise "
+        "--max-image-pixels if you trust this file",
+    )
+
+
+def check_pixels(size: tuple[int, int], limit: int | None, source: str, what: str) -> None:
+    if limit is not None and size[0] * size[1] > limit:
+        count = _pixels(size[0] * size[1])
+        raise _too_large(source, f"{what} is {size[0]}x{size[1]} ({count})", limit)
+
+
+@contextmanager
+def decoding(source: str, limit: int | None) -> Iterator[None]:
+    """Let Pillow open what our limit allows, and map its many failures to one clear error.
+
+    Pillow's bomb limit is global; it is raised only while we open or seek, and only
+    when our own limit (checked on every header) is the higher one.
+    """
+    pillow = Image.MAX_IMAGE_PIXELS
+    lift = pillow is not None and (limit is None or limit > 2 * pillow)
+    with _PILLOW_LIMIT_LOCK if lift else nullcontext(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        if lift:
+            Image.MAX_IMAGE_PIXELS = None if limit is None else limit // 2 + 1
         try:
-            other = Image.open(fp)
-        except Exception:
-            other = None
-        if other is not None:
-            raise NotADocument(
+            yield
+        except Image.DecompressionBombError as exc:
+            count = re.search(r"\((\d+) pixels\)", str(exc))
+            size = f"has {_pixels(int(count[1]))}" if count else "is too large"
+            raise _too_large(source, f"the image {size}", limit) from None
+        except (DocumentTooLarge, NotADocument, CorruptDocument):
+            raise
+        except Exception as exc:  # Pillow raises OSError, SyntaxError, struct.error, ...
+            raise CorruptDocument(
                 source,
-                f"unsupported image format {other.format}: convert it to PNG, JPEG, TIFF or PDF",
+                f"the image cannot be decoded ({exc}): the file is truncated, damaged or an "
+                "unusual variant; re-export it as PNG, JPEG or TIFF",
             ) from None
-        raise CorruptDocument(
-            source, "the image is damaged and cannot be decoded: re-export or re-download it"
-        ) from None
+        finally:
+            if lift:
+                Image.MAX_IMAGE_PIXELS = pillow
+
+
+def open_image(data: bytes | Path, source: str, limit: int | None) -> Image.Image:
+    """Open an image lazily (header only); Pillow then owns and closes the file."""
+    with decoding(source, limit):
+        image = Image.open(
+            io.BytesIO(data) if isinstance(data, bytes) else data, formats=READABLE_FORMATS
+        )
+    check_pixels(image.size, limit, source, "image")
+    return image
+
+
+def identify(data: bytes | Path) -> str | None:
+    """The name of any format Pillow knows, readable by us or not."""
+    try:
+        with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as other:
+            return other.format
+    except Exception:
+        return None
 
 
 def frame_count(image: Image.Image) -> int:
     return getattr(image, "n_frames", 1) if image.format in MULTI_PAGE_FORMATS else 1
 
 
-@contextmanager
-def decoding(source: str) -> Iterator[None]:
-    """Map Pillow's many decoding failures to one clear error."""
-    try:
-        yield
-    except (OSError, SyntaxError, ValueError, struct.error, EOFError) as exc:
-        raise CorruptDocument(
-            source, f"the image data is truncated or damaged ({exc}): re-export or re-download it"
-        ) from None
-
-
-def upright_size(image: Image.Image, source: str) -> tuple[int, int]:
-    """The size once the EXIF orientation is applied (PNG may need to decode to find it)."""
+def upright_size(image: Image.Image) -> tuple[int, int]:
+    """The size once the EXIF orientation is applied (PNG may decode to find it)."""
     width, height = image.size
-    with decoding(source):
-        orientation = image.getexif().get(0x0112, 1)
-    return (height, width) if orientation in _SWAPS_AXES else (width, height)
+    return (height, width) if _orientation(image) in _SWAPS_AXES else (width, height)
 
 
-def check_pixels(size: tuple[int, int], limit: int | None, source: str, what: str) -> None:
-    if limit is not None and size[0] * size[1] > limit:
-        raise DocumentTooLarge(
-            source,
-            f"{what} is {size[0]}x{size[1]} ({size[0] * size[1] / 1e6:.0f} Mpx), above the "
-            f"limit of {limit / 1e6:.0f} Mpx (decompression-bomb guard): raise "
-            "--max-image-pixels if you trust this file",
-        )
+def _orientation(image: Image.Image) -> int:
+    return image.getexif().get(0x0112, 1) or 1
 
 
 def to_page_image(
@@ -84,17 +112,18 @@ def to_page_image(
 ) -> Image.Image:
     """Decode the current frame into an upright 8-bit RGB image of at most max_pixels.
 
-    Appends a note for every conversion that changes what the model sees.
+    Appends a note for every conversion that changes what the model sees. Call it
+    inside ``decoding()``.
     """
-    with decoding(source):
-        if max_pixels and image.format == "JPEG":
-            # Let libjpeg decode at 1/2, 1/4 or 1/8 scale when the image is far too big.
-            image.draft("RGB", _fit(image.size, max_pixels))
-        image.load()
-        orientation = image.getexif().get(0x0112, 1)
-        upright = ImageOps.exif_transpose(image)
-    if orientation not in (1, None):
+    if max_pixels and image.format == "JPEG":
+        # Let libjpeg decode at 1/2, 1/4 or 1/8 scale when the image is far too big.
+        image.draft("RGB", _fit(image.size, max_pixels))
+    image.load()
+    upright = image
+    orientation = _orientation(image)
+    if orientation != 1:
         notes.append(f"EXIF orientation {orientation} applied")
+        upright = ImageOps.exif_transpose(image)
     if max_pixels and upright.width * upright.height > max_pixels:
         # Shrink before colour conversion, so a huge bilevel scan never exists as RGB.
         if upright.mode in ("1", "P"):
@@ -102,7 +131,9 @@ def to_page_image(
         target = _fit(upright.size, max_pixels)
         notes.append(f"downscaled from {upright.width}x{upright.height} to {target[0]}x{target[1]}")
         upright = upright.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
-    return _to_rgb(upright, notes)
+    rgb = _to_rgb(upright, notes)
+    # The file's own frame is reused by seek() and closed with the document: never hand it out.
+    return rgb.copy() if rgb is image else rgb
 
 
 def _fit(size: tuple[int, int], max_pixels: int) -> tuple[int, int]:
@@ -137,17 +168,20 @@ def _to_rgb(image: Image.Image, notes: list[str]) -> Image.Image:
 
 
 def _scale_to_8_bits(image: Image.Image, notes: list[str]) -> Image.Image:
-    """Scale 16-bit or 32-bit grey into 0-255 rather than clipping it."""
-    wide = image.convert("F") if image.mode == "F" else image.convert("I")
+    """Map 16-bit, 32-bit and float grey onto 0-255 by scaling, never by clipping.
+
+    16-bit data keeps its full scale (0-65535), so a dark scan stays dark; float data
+    in 0..1 is scaled by 255; anything else is stretched from its minimum to maximum.
+    """
+    wide = image.convert("F")
     low, high = wide.getextrema()
-    if image.mode.startswith("I;16"):
-        top = 65535
-    elif high <= 255 and low >= 0:
-        top = 255
-    else:
-        top = high if high > 0 else 1
+    if image.mode.startswith("I;16") or (image.mode == "I" and low >= 0 and 255 < high <= 65535):
+        low, high = 0, 65535
+    elif low >= 0 and high <= (1.0 if image.mode == "F" else 255):
+        low, high = 0, (1.0 if image.mode == "F" else 255)
+    span = (high - low) or 1
     notes.append(f"{image.mode} grey scaled to 8 bits")
-    return wide.point(lambda v: v * (255.0 / top)).convert("L")
+    return wide.point(lambda v: (v - low) * (255.0 / span)).convert("L")
 
 
 def _icc_to_srgb(image: Image.Image, icc: bytes) -> Image.Image | None:

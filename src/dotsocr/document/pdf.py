@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 from pathlib import Path
@@ -23,47 +24,69 @@ def open_pdf(
     """Open a PDF, repairing it through qpdf when PDFium refuses it.
 
     Returns the document and whether it needed repair. An empty user password opens
-    silently, as viewers do.
+    silently, as viewers do, even when a password was given for other files.
     """
     try:
-        return pdfium.PdfDocument(data, password=password), False
+        document, repaired = _open(data, password), False
     except pdfium.PdfiumError as exc:
-        if getattr(exc, "err_code", None) == _PDFIUM_PASSWORD_ERROR:
-            raise _password_error(source, password) from None
-        reason = str(exc)
-    repaired = _repair(data, source, password, reason)
-    try:
-        return pdfium.PdfDocument(repaired, password=password), True
-    except pdfium.PdfiumError as exc:
-        raise CorruptDocument(source, f"damaged PDF that could not be repaired ({exc})") from None
+        document = None
+        if getattr(exc, "err_code", None) == _PDFIUM_PASSWORD_ERROR and password is not None:
+            with contextlib.suppress(pdfium.PdfiumError):
+                document, repaired = _open(data, None), False
+        if document is None:
+            # PDFium's error code can be stale, so qpdf decides between a password
+            # problem and damage, and repairs the latter.
+            document, repaired = _open_repaired(data, source, password, str(exc)), True
+    if len(document) == 0:
+        document.close()
+        raise _no_pages(source)
+    return document, repaired
 
 
-def _password_error(source: str, password: str | None) -> PasswordError:
-    if password is None:
-        return PasswordError(source, "the PDF is encrypted: pass its password with --password")
-    return PasswordError(source, "wrong password for this encrypted PDF: check --password")
+def _no_pages(source: str) -> CorruptDocument:
+    return CorruptDocument(source, "the PDF has no pages: there is nothing to read")
 
 
-def _repair(data: bytes | Path, source: str, password: str | None, reason: str) -> bytes:
+def _needs_password(source: str) -> PasswordError:
+    return PasswordError(source, "the PDF is encrypted: pass its password with --password")
+
+
+def _open(data: bytes | Path, password: str | None) -> pdfium.PdfDocument:
+    document = pdfium.PdfDocument(data, password=password)
+    document.init_forms()  # so that filled-in form fields are drawn
+    return document
+
+
+def _open_repaired(
+    data: bytes | Path, source: str, password: str | None, reason: str
+) -> pdfium.PdfDocument:
     import pikepdf  # only damaged files pay for the import
 
     try:
         with pikepdf.open(
             io.BytesIO(data) if isinstance(data, bytes) else data, password=password or ""
-        ) as pdf:
-            if len(pdf.pages) == 0:
-                raise CorruptDocument(source, "the PDF has no pages left after repair")
+        ) as damaged:
+            pages = len(damaged.pages)
             out = io.BytesIO()
-            pdf.save(out)
-            return out.getvalue()
+            damaged.save(out)  # decrypted and with a rebuilt cross-reference table
     except pikepdf.PasswordError:
-        raise _password_error(source, password) from None
-    except (pikepdf.PdfError, OSError, RuntimeError) as exc:
+        if password is None:
+            raise _needs_password(source) from None
+        raise PasswordError(
+            source, "wrong password for this encrypted PDF: check --password"
+        ) from None
+    except Exception as exc:  # qpdf's errors come in several types; all mean "cannot repair"
         raise CorruptDocument(
             source,
             f"truncated or corrupt PDF ({reason.rstrip('.')}; repair failed: {exc}): "
             "re-download or re-export it",
         ) from None
+    if pages == 0:
+        raise _no_pages(source)  # PDFium refuses such files outright
+    try:
+        return _open(out.getvalue(), password)
+    except pdfium.PdfiumError as exc:
+        raise CorruptDocument(source, f"damaged PDF that could not be repaired ({exc})") from None
 
 
 def render_scale(

@@ -19,11 +19,12 @@ _IMAGE_MAGIC = (
 
 def sniff(head: bytes) -> Kind:
     """Classify a file from its first kilobytes."""
-    # The PDF spec lets the header start anywhere in the first 1024 bytes.
-    if b"%PDF-" in head[:1024]:
-        return "pdf"
+    # Image signatures sit at byte 0; check them first, since an image's metadata may
+    # quote "%PDF-", which the PDF spec lets start anywhere in the first 1024 bytes.
     if head.startswith(_IMAGE_MAGIC) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP"):
         return "image"
+    if b"%PDF-" in head[:1024]:
+        return "pdf"
     text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
     if text.startswith(b"<") and (b"<html" in text[:1024] or b"<!doctype" in text[:64]):
         return "html"

@@ -30,12 +30,6 @@ def register(name: str, factory: Callable[[], ModelProfile], aliases: tuple[str,
         _ALIASES[alias.lower()] = name
 
 
-def unregister(name: str) -> None:
-    _FACTORIES.pop(name, None)
-    for alias in [a for a, n in _ALIASES.items() if n == name]:
-        del _ALIASES[alias]
-
-
 def profile_names() -> list[str]:
     return sorted(_FACTORIES)
 
@@ -48,4 +42,4 @@ def get_profile(name: str) -> ModelProfile:
     return _FACTORIES[key]()
 
 
-register("dots.ocr", DotsOCR, aliases=("dots_ocr", "dotsocr", "rednote-hilab/dots.ocr"))
+register("dots.ocr", DotsOCR, aliases=("dots_ocr", "dotsocr", DotsOCR.hf_id))

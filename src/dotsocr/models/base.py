@@ -54,9 +54,9 @@ class PreparedPage:
     geometry: Geometry
     image_tokens: int
 
-    def data_url(self) -> str:
+    def data_url(self, compress_level: int = PNG_COMPRESS_LEVEL) -> str:
         buffer = io.BytesIO()
-        self.image.save(buffer, "PNG", compress_level=PNG_COMPRESS_LEVEL)
+        self.image.save(buffer, "PNG", compress_level=compress_level)
         return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
@@ -95,6 +95,15 @@ class ModelProfile(Protocol):
     name: str
     tasks: tuple[str, ...]
     default_task: str
+    max_pixels: int  # the largest image the model takes; pages are capped to it
+
+    def model_size(self, width: int, height: int) -> tuple[int, int]:
+        """The (width, height) the model sees for an image of this size."""
+        ...
+
+    def image_tokens(self, width: int, height: int) -> int:
+        """Visual tokens an image of this size costs."""
+        ...
 
     def prepare(self, image: Image.Image, width: int, height: int) -> PreparedPage:
         """Resize a page image for the model; ``width`` x ``height`` is the page frame."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -18,13 +19,28 @@ RUNAWAY_MIN_SPAN = 200
 RUNAWAY_KEEP = 3
 # A unit of 1-64 characters repeated RUNAWAY_MIN_REPEATS+ times in a row: a decoding loop.
 _RUNAWAY = re.compile(rf"(.{{1,64}}?)\1{{{RUNAWAY_MIN_REPEATS - 1},}}", re.DOTALL)
-REPEATED_CELLS_LIMIT = 4
+MAX_COORDINATE = 1e7  # beyond any page the model can see: a garbled number
+LOOP_MAX_PERIOD = 4  # loops of up to four alternating cells are recognised
+LOOP_MIN_REPEATS = 8  # a pattern repeated this often in a row is a loop ...
+LOOP_MIN_REPEATS_WHEN_CUT = 4  # ... or this often when the answer ran out of tokens
+LOOP_KEEP_REPEATS = 3
 
 
-def canonical_category(name: str) -> tuple[str, bool]:
+def canonical_category(value: Any) -> tuple[str, bool]:
     """The canonical spelling of a category, and whether it is one of the known ones."""
-    known = _CANONICAL.get(name.strip().lower())
-    return (known, True) if known else (name.strip() or "Unknown", False)
+    if isinstance(value, list) and len(value) == 1:
+        value = value[0]
+    name = value.strip() if isinstance(value, str) else ""
+    known = _CANONICAL.get(name.lower())
+    return (known, True) if known else (name or "Unknown", False)
+
+
+def _text(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, dict | list):
+        return json.dumps(value, ensure_ascii=False)
+    return str(value)
 
 
 def collapse_runaway(text: str) -> tuple[str, int]:
@@ -53,17 +69,24 @@ def _box(value: Any) -> tuple[float, float, float, float] | None:
         value = [*value[0], *value[1]]
     if not isinstance(value, list | tuple) or len(value) != 4:
         return None
+    if any(isinstance(v, bool) for v in value):
+        return None
     try:
         numbers = tuple(float(v) for v in value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
-    if any(n != n or abs(n) == float("inf") for n in numbers):  # NaN or infinite
+    if not all(abs(n) <= MAX_COORDINATE for n in numbers):  # also false for NaN
         return None
     return numbers  # type: ignore[return-value]
 
 
 def objects_to_cells(
-    objects: Iterable[Any], geometry: Geometry, *, with_text: bool, notes: list[str]
+    objects: Iterable[Any],
+    geometry: Geometry,
+    *,
+    with_text: bool,
+    notes: list[str],
+    truncated: bool = False,
 ) -> list[Cell]:
     """Validate answer objects into cells in page pixels; record every liberty taken in notes."""
     cells: list[Cell] = []
@@ -74,12 +97,10 @@ def objects_to_cells(
         if box is None:
             invalid += 1
             continue
-        category, known = canonical_category(str(obj.get("category") or ""))
+        category, known = canonical_category(obj.get("category"))
         if not known:
             unknown.add(category)
-        text = obj.get("text")
-        if text is not None and not isinstance(text, str):
-            text = str(text)
+        text = _text(obj.get("text"))
         if text is not None:
             text, runs = collapse_runaway(text)
             runaway += runs
@@ -95,34 +116,45 @@ def objects_to_cells(
         notes.append(f"{runaway} runaway repeat(s) in cell text collapsed")
     for name in sorted(unknown):
         notes.append(f"unknown category {name!r} kept")
-    return _drop_repeats(cells, notes)
+    return _drop_loops(_drop_duplicates(cells, notes), notes, truncated)
 
 
-def _drop_repeats(cells: list[Cell], notes: list[str]) -> list[Cell]:
-    """Remove exact duplicates, and long runs of the same text that a loop produces."""
+def _drop_duplicates(cells: list[Cell], notes: list[str]) -> list[Cell]:
     seen: set[Cell] = set()
     kept: list[Cell] = []
-    duplicates = looped = 0
-    run = 0
     for cell in cells:
-        if cell in seen:
-            duplicates += 1
-            continue
-        seen.add(cell)
-        previous = kept[-1] if kept else None
-        same = (
-            previous is not None
-            and cell.text
-            and previous.text == cell.text
-            and previous.category == cell.category
-        )
-        run = run + 1 if same else 1
-        if run >= REPEATED_CELLS_LIMIT:
-            looped += 1
-            continue
-        kept.append(cell)
-    if duplicates:
-        notes.append(f"{duplicates} duplicate cell(s) removed")
-    if looped:
-        notes.append(f"{looped} repeated cell(s) from a loop collapsed")
+        if cell not in seen:
+            seen.add(cell)
+            kept.append(cell)
+    if len(kept) < len(cells):
+        notes.append(f"{len(cells) - len(kept)} duplicate cell(s) removed")
+    return kept
+
+
+def _drop_loops(cells: list[Cell], notes: list[str], truncated: bool) -> list[Cell]:
+    """Cut runs where one cell, or a short cycle of cells, repeats the same text over and
+    over: what a looping decoder writes. A few repeats are kept; genuine repeated cells
+    (a column of "N/A") rarely come in such long runs.
+    """
+    threshold = LOOP_MIN_REPEATS_WHEN_CUT if truncated else LOOP_MIN_REPEATS
+    keys = [(c.category, c.text) if c.text else None for c in cells]
+    kept: list[Cell] = []
+    dropped = 0
+    i = 0
+    while i < len(cells):
+        for period in range(1, LOOP_MAX_PERIOD + 1):
+            end = i + period
+            while end < len(keys) and keys[end] is not None and keys[end] == keys[end - period]:
+                end += 1
+            if (end - i) // period >= threshold and None not in keys[i : i + period]:
+                keep = period * LOOP_KEEP_REPEATS
+                kept.extend(cells[i : i + keep])
+                dropped += end - i - keep
+                i = end
+                break
+        else:
+            kept.append(cells[i])
+            i += 1
+    if dropped:
+        notes.append(f"{dropped} repeated cell(s) from a loop collapsed")
     return kept

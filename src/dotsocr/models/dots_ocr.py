@@ -10,10 +10,11 @@ from dataclasses import dataclass
 
 from PIL import Image
 
+from dotsocr.errors import ConfigError
 from dotsocr.layout import BBox, Cell, PageStatus
 from dotsocr.models.base import ChatRequest, Geometry, ParsedAnswer, PreparedPage
 from dotsocr.models.cells import collapse_runaway, objects_to_cells
-from dotsocr.models.json_cells import salvage_objects
+from dotsocr.models.json_cells import BARE_OBJECTS, CODE_FENCE, MISSING_BRACKET, salvage_objects
 from dotsocr.models.resize import image_tokens, smart_resize
 
 _CATEGORY_LIST = (
@@ -59,7 +60,7 @@ IMAGE_PREFIX = "<|img|><|imgpad|><|endofimg|>"
 """Placed before the prompt so that vLLM v1 inserts no newline after the image."""
 
 LAYOUT_TASKS = frozenset({"layout_all", "layout_only"})
-HARMLESS_REPAIRS = frozenset({"missing closing bracket added", "code fence removed"})
+HARMLESS_REPAIRS = frozenset({MISSING_BRACKET, CODE_FENCE, BARE_OBJECTS})
 
 
 @dataclass
@@ -112,14 +113,10 @@ class DotsOCR:
 
     def prompt(self, task: str, geometry: Geometry | None = None, box: BBox | None = None) -> str:
         if task not in PROMPTS:
-            from dotsocr.errors import ConfigError
-
             raise ConfigError(f"unknown task {task!r} for {self.name}: choose one of {self.tasks}")
         if task != "grounding":
             return PROMPTS[task]
         if box is None or geometry is None:
-            from dotsocr.errors import ConfigError
-
             raise ConfigError("the grounding task needs a box: x1,y1,x2,y2 in page pixels")
         x1, y1, x2, y2 = geometry.to_model(box)
         return f"{PROMPTS[task]}[{x1}, {y1}, {x2}, {y2}]"
@@ -159,9 +156,7 @@ class DotsOCR:
             notes.append("answer cut at the token budget")
         if task in LAYOUT_TASKS:
             return _parse_layout(answer, geometry, task, finish_reason, notes)
-        text, runs = collapse_runaway(answer.strip())
-        if runs:
-            notes.append(f"{runs} runaway repeat(s) collapsed")
+        text, runs = _plain_text(answer, notes)
         status = PageStatus.REPAIRED if runs or finish_reason == "length" else PageStatus.OK
         if not text:
             notes.append("empty answer")
@@ -180,9 +175,18 @@ def _parse_layout(
     if salvage.dropped_partial:
         notes.append("unfinished last cell dropped")
     before = len(notes)
-    cells = objects_to_cells(salvage.objects, geometry, with_text=task == "layout_all", notes=notes)
-    if not cells and salvage.objects:  # JSON, but nothing in it was a cell
+    cells = objects_to_cells(
+        salvage.objects,
+        geometry,
+        with_text=task == "layout_all",
+        notes=notes,
+        truncated=salvage.truncated,
+    )
+    if not cells and (salvage.objects or not (salvage.closed or salvage.truncated)):
+        # JSON with nothing in it that is a cell, or words with a stray bracket in them
         return _as_text(answer, geometry, notes)
+    if not cells and salvage.truncated:
+        notes.append("no complete cell before the answer was cut")
     # Flags that lose nothing leave the page "ok": real dots.ocr answers often end
     # without their closing bracket, and unknown categories are kept as given.
     lossy = [n for n in notes[before:] if not n.startswith("unknown category")]
@@ -194,9 +198,7 @@ def _parse_layout(
 
 def _as_text(answer: str, geometry: Geometry, notes: list[str]) -> ParsedAnswer:
     """A layout prompt answered with no usable JSON: keep the words as one text cell."""
-    text, runs = collapse_runaway(answer.strip())
-    if runs:
-        notes.append(f"{runs} runaway repeat(s) collapsed")
+    text, _ = _plain_text(answer, notes)
     if not text:
         notes.append("empty answer to a layout prompt")
         return ParsedAnswer([], PageStatus.FALLBACK, notes)
@@ -204,3 +206,10 @@ def _as_text(answer: str, geometry: Geometry, notes: list[str]) -> ParsedAnswer:
     return ParsedAnswer(
         [Cell(bbox=geometry.full_page, category="Text", text=text)], PageStatus.FALLBACK, notes
     )
+
+
+def _plain_text(answer: str, notes: list[str]) -> tuple[str, int]:
+    text, runs = collapse_runaway(answer.strip())
+    if runs:
+        notes.append(f"{runs} runaway repeat(s) collapsed")
+    return text, runs

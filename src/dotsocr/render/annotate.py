@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from PIL import Image, ImageDraw, ImageFont
 
 from dotsocr.layout import BBox, PageResult
-from dotsocr.render.markdown import image_box
+from dotsocr.render._common import image_box
 
 RGB = tuple[int, int, int]
 

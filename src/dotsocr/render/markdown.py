@@ -1,4 +1,4 @@
-"""Markdown from page results, plus the helpers the other renderers share.
+"""Markdown from page results.
 
 Cells keep the model's reading order and are joined by one blank line. Formulas
 become display math, tables stay HTML, headings get their ``#`` and pictures are
@@ -8,7 +8,6 @@ cropped from the page image.
 from __future__ import annotations
 
 import base64
-import io
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,24 +15,13 @@ from typing import Literal
 
 from PIL import Image
 
-from dotsocr.layout import (
-    FURNITURE,
-    BBox,
-    Cell,
-    DocumentResult,
-    PageResult,
-    PageStatus,
-    rescale_box,
-)
+from dotsocr.layout import FURNITURE, Cell, DocumentResult, PageResult, PageStatus
+from dotsocr.render._common import image_box, join_blocks, strip_math, to_png_bytes, trim_block
 
 PictureMode = Literal["files", "inline", "omit"]
 
-_WRAPPERS = (("$$", "$$"), ("\\[", "\\]"), ("\\(", "\\)"), ("$", "$"))
-_DOLLAR = re.compile(r"(?<!\\)\$")
 _DELIMITER = re.compile(r"(?<!\\)(?:\$|\\\[|\\\])")  # $, \[ or \], but not \$ or \\[2pt]
-_LEADING_BLANK_LINES = re.compile(r"\A(?:[ \t]*\n)+")
 _HEADINGS = {"Title": "# ", "Section-header": "## "}
-_PNG_MODES = frozenset({"1", "L", "LA", "P", "RGB", "RGBA", "I", "I;16"})
 
 
 @dataclass(frozen=True)
@@ -44,63 +32,13 @@ class RenderedMarkdown:
     assets: dict[str, bytes] = field(default_factory=dict)
 
 
-def strip_math(text: str) -> str:
-    """LaTeX without one enclosing ``$$..$$``, ``\\[..\\]``, ``\\(..\\)`` or ``$..$``."""
-    latex = text.strip()
-    for _ in range(3):  # nested wrappers such as "$$ \[ x \] $$"; bounded on purpose
-        inner = _unwrap_once(latex)
-        if inner is None:
-            break
-        latex = inner
-    return latex
-
-
-def _unwrap_once(latex: str) -> str | None:
-    for opening, closing in _WRAPPERS:
-        if len(latex) < len(opening) + len(closing):
-            continue
-        if not (latex.startswith(opening) and latex.endswith(closing)):
-            continue
-        inner = latex[len(opening) : -len(closing)]
-        # "$a$ + $b$" starts and ends with "$" but is two formulas, not one wrapper.
-        if closing in inner or (opening.startswith("$") and _DOLLAR.search(inner)):
-            return None
-        return inner.strip()
-    return None
-
-
 def _has_math_delimiters(latex: str) -> bool:
     return bool(_DELIMITER.search(latex))
-
-
-def image_box(box: BBox, page: PageResult, size: tuple[int, int]) -> BBox:
-    """Map a page-frame box onto an image of ``size`` pixels, clipped to it."""
-    return rescale_box(box, (page.width, page.height), size)
-
-
-def to_png_bytes(image: Image.Image) -> bytes:
-    """Encode an image as PNG, converting modes PNG cannot hold to RGB."""
-    if image.mode not in _PNG_MODES:
-        image = image.convert("RGB")
-    buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 def html_comment(text: str) -> str:
     """An HTML comment on one line that cannot be closed early by its content."""
     return "<!-- " + " ".join(text.split()).replace("--", "- -") + " -->"
-
-
-def trim_block(text: str) -> str:
-    """Drop leading blank lines and trailing whitespace, keeping indentation."""
-    return _LEADING_BLANK_LINES.sub("", text).rstrip()
-
-
-def join_blocks(blocks: list[str]) -> str:
-    """Blocks separated by one blank line, ending in one newline ('' when empty)."""
-    text = "\n\n".join(b for b in blocks if b)
-    return text + "\n" if text else ""
 
 
 def render_markdown(

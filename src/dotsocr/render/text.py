@@ -6,11 +6,14 @@ import re
 from html.parser import HTMLParser
 
 from dotsocr.layout import FURNITURE, Cell, DocumentResult
-from dotsocr.render.markdown import join_blocks, strip_math, trim_block
+from dotsocr.render._common import join_blocks, strip_math, trim_block
 
 _HEADING = re.compile(r"^ {0,3}#{1,6}(?:[ \t]+|$)")
 _BULLET = re.compile(r"^(\s*)[*+-][ \t]+")
-_EMPHASIS = re.compile(r"\*\*|__|`")
+# **strong** and `code`; dots.ocr writes bold with asterisks, so underscores are left
+# alone (they are more often part of names such as __init__ than markup).
+_EMPHASIS = re.compile(r"\*\*(.+?)\*\*|`([^`]*)`")
+_TAG = re.compile(r"<[^>]+>")
 
 
 def render_text(doc: DocumentResult, *, include_furniture: bool = False) -> str:
@@ -35,21 +38,30 @@ def _cell_text(cell: Cell) -> str:
     if cell.category == "Formula":
         return strip_math(text)
     if cell.category == "Table":
-        return "\n".join("\t".join(row) for row in table_rows(text))
+        rows = table_rows(text)
+        if not rows:  # not HTML after all: keep its words rather than lose them
+            return "\n".join(" ".join(_TAG.sub(" ", line).split()) for line in text.splitlines())
+        return "\n".join("\t".join(row) for row in rows)
     return "\n".join(_plain_line(line) for line in text.splitlines())
 
 
 def _plain_line(line: str) -> str:
     line = _HEADING.sub("", line)
     line = _BULLET.sub(r"\1- ", line)
-    return _EMPHASIS.sub("", line)
+    return _EMPHASIS.sub(lambda m: next(g for g in m.groups() if g is not None), line)
 
 
 def table_rows(html: str) -> list[list[str]]:
-    """The rows of an HTML table as lists of cell texts; spanned cells appear once."""
+    """The rows of an HTML table as lists of cell texts; spanned cells appear once.
+
+    Text outside any cell (a caption) comes first, as a row of its own.
+    """
     parser = _TableParser()
     parser.feed(html)
     parser.close()
+    loose = " ".join("".join(parser.loose).split())
+    if loose and parser.rows:
+        return [[loose], *parser.rows]
     return parser.rows
 
 
@@ -61,6 +73,7 @@ class _TableParser(HTMLParser):
         self.rows: list[list[str]] = []
         self._row: list[str] | None = None
         self._cell: list[str] | None = None
+        self.loose: list[str] = []
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag == "tr":
@@ -83,6 +96,8 @@ class _TableParser(HTMLParser):
     def handle_data(self, data: str) -> None:
         if self._cell is not None:
             self._cell.append(data)
+        else:
+            self.loose.append(data)
 
     def close(self) -> None:
         super().close()

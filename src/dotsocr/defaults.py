@@ -1,0 +1,7 @@
+"""Defaults shared by the library's options and the CLI's flags, kept free of imports."""
+
+DPI = 200.0
+"""PDF render resolution: what dots.ocr's own parser and olmOCR-bench use."""
+
+MAX_IMAGE_PIXELS = 178_956_970
+"""Refuse images or renders larger than this (Pillow's own decompression-bomb threshold)."""
