@@ -29,6 +29,18 @@ def dotsocr(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess
     )
 
 
+def render_sample(*args: object) -> subprocess.CompletedProcess[str]:
+    answer, page = DATA / "dots_answers/multi_page_p1.json", DATA / "multi_page.pdf"
+    return dotsocr("render", answer, "--image", page, "--dpi", "144", *args)
+
+
+def render_tiff_sample(corpus: Path, out: Path) -> subprocess.CompletedProcess[str]:
+    """The real answer for DocLayNet p.1, made from a 144-DPI render the model saw at 1232x1596."""
+    answer = DATA / "dots_answers/2206.01062_p1.json"
+    page = corpus / "docling/tests/data/tiff/sources/2206.01062.tif"
+    return dotsocr("render", answer, "--image", page, "--answer-size", "1232x1596", "-o", out)
+
+
 def test_version():
     result = dotsocr("--version")
     assert result.returncode == 0 and result.stdout.strip() == f"dotsocr {__version__}"
@@ -85,30 +97,14 @@ def test_bad_page_selection_is_one_error_line():
 
 
 def test_render_golden_answer_to_markdown_matches_the_page():
-    result = dotsocr(
-        "render",
-        DATA / "dots_answers/multi_page_p1.json",
-        "--image",
-        DATA / "multi_page.pdf",
-        "--dpi",
-        "144",
-    )
+    result = render_sample()
     assert result.returncode == 0, result.stderr
     assert result.stdout == (DATA / "golden/multi_page_p1.md").read_text(encoding="utf-8")
 
 
 def test_render_tiff_frame_answer_with_its_picture(corpus, tmp_path):
     out = tmp_path / "2206.01062_p1.md"
-    result = dotsocr(
-        "render",
-        DATA / "dots_answers/2206.01062_p1.json",
-        "--image",
-        corpus / "docling/tests/data/tiff/sources/2206.01062.tif",
-        "--answer-size",
-        "1232x1596",
-        "-o",
-        out,
-    )
+    result = render_tiff_sample(corpus, out)
     assert result.returncode == 0, result.stderr
     assert out.read_text(encoding="utf-8") == (DATA / "golden/2206.01062_p1.md").read_text(
         encoding="utf-8"
@@ -116,11 +112,6 @@ def test_render_tiff_frame_answer_with_its_picture(corpus, tmp_path):
     crop = Image.open(tmp_path / "2206.01062_p1_files/page-0001-picture-11.png")
     # box [636, 495, 1127, 1065] of 1232x1596, on the 612x792 page
     assert crop.size == pytest.approx((244, 283), abs=2)
-
-
-def render_sample(*args: object) -> subprocess.CompletedProcess[str]:
-    answer, page = DATA / "dots_answers/multi_page_p1.json", DATA / "multi_page.pdf"
-    return dotsocr("render", answer, "--image", page, "--dpi", "144", *args)
 
 
 def test_render_annotated_png_and_json(tmp_path):
@@ -167,13 +158,7 @@ def test_render_reads_stdin_and_reports_a_cut_answer():
     ],
 )
 def test_render_usage_errors_are_one_line(args, message):
-    result = dotsocr(
-        "render",
-        DATA / "dots_answers/multi_page_p1.json",
-        "--image",
-        DATA / "multi_page.pdf",
-        *args,
-    )
+    result = render_sample(*args)
     assert result.returncode == 1
     assert result.stderr.startswith(message) and result.stderr.count("\n") == 1
 
@@ -204,16 +189,7 @@ def test_outputs_get_ordinary_permissions_and_bad_targets_one_line(tmp_path):
 
 def test_picture_links_survive_spaces_in_the_output_name(corpus, tmp_path):
     out = tmp_path / "my page (1).md"
-    result = dotsocr(
-        "render",
-        DATA / "dots_answers/2206.01062_p1.json",
-        "--image",
-        corpus / "docling/tests/data/tiff/sources/2206.01062.tif",
-        "--answer-size",
-        "1232x1596",
-        "-o",
-        out,
-    )
+    result = render_tiff_sample(corpus, out)
     assert result.returncode == 0, result.stderr
     assert "![Picture](my%20page%20%281%29_files/page-0001-picture-11.png)" in out.read_text()
     assert (tmp_path / "my page (1)_files/page-0001-picture-11.png").is_file()
