@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import io
 import weakref
+from pathlib import Path
 
 import numpy as np
 import pikepdf
@@ -16,6 +17,8 @@ from PIL import Image, PngImagePlugin
 from dotsocr.document import DocumentOptions, Page, PageFailure, open_document
 from dotsocr.document.sources import expand_paths
 from dotsocr.errors import CorruptDocument, DocumentTooLarge, NotADocument
+
+DATA_DIR = Path(__file__).parent / "data"
 
 
 def encode(image: Image.Image, fmt: str, **params) -> bytes:
@@ -227,6 +230,15 @@ def test_png_quoting_pdf_in_its_metadata_is_still_a_png():
     info.add_text("Comment", "%PDF-1.7 was the source")
     page = single(encode(Image.new("RGB", (30, 20), "white"), "PNG", pnginfo=info))
     assert (page.width, page.height, page.dpi) == (30, 20, None)
+
+
+def test_unrepairable_pdf_is_one_clear_line():
+    data = (DATA_DIR / "multi_page.pdf").read_bytes()[:3000]  # the header survives, little else
+    with pytest.raises(CorruptDocument) as info:
+        open_document(data, name="cut.pdf")
+    message = str(info.value)
+    assert message.startswith("cut.pdf: truncated or corrupt PDF (Data format error; qpdf could")
+    assert message.endswith("re-download or re-export it") and "object at 0x" not in message
 
 
 def test_pdf_without_pages_says_so():

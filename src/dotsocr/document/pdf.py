@@ -76,9 +76,12 @@ def _open_repaired(
             source, "wrong password for this encrypted PDF: check --password"
         ) from None
     except Exception as exc:  # qpdf's errors come in several types; all mean "cannot repair"
+        # Keep the gist of each library's complaint, not the objects it names.
+        pdfium_says = reason.rpartition("PDFium: ")[2].rstrip(").")
+        qpdf_says = str(exc).rpartition(": ")[2]
         raise CorruptDocument(
             source,
-            f"truncated or corrupt PDF ({reason.rstrip('.')}; repair failed: {exc}): "
+            f"truncated or corrupt PDF ({pdfium_says}; qpdf could not repair it: {qpdf_says}): "
             "re-download or re-export it",
         ) from None
     if pages == 0:
