@@ -30,3 +30,18 @@ def corpus() -> Path:
 @pytest.fixture(scope="session")
 def data() -> Path:
     return DATA
+
+
+@pytest.fixture(scope="session")
+def vllm_server(tmp_path_factory):
+    """A real vLLM serving the dots.ocr architecture on loopback, for the whole session."""
+    from vllm_support import server
+
+    if not server.python().is_file():
+        message = f"no vLLM venv at {server.VENV}: run scripts/setup-vllm"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    handle = server.start(tmp_path_factory.mktemp("vllm"))
+    yield handle
+    handle.stop()

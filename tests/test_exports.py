@@ -5,8 +5,8 @@ import sys
 import dotsocr
 
 
-def test_all_is_sorted_and_every_name_resolves():
-    assert dotsocr.__all__ == sorted(dotsocr.__all__)
+def test_every_exported_name_resolves():
+    # (ruff's RUF022 keeps __all__ sorted)
     for name in dotsocr.__all__:
         assert getattr(dotsocr, name) is not None
 

@@ -62,6 +62,30 @@ class EngineError(DotsOCRError):
     """An OCR engine failed to answer."""
 
 
+class EngineUnavailable(EngineError):
+    """The server cannot be reached, or kept failing or refusing work through every retry."""
+
+
+class EngineTimeout(EngineError):
+    """The server gave no answer within the request timeout."""
+
+
+class AuthenticationError(EngineError):
+    """The server refused the API key (HTTP 401 or 403)."""
+
+
+class ContextTooLong(EngineError):
+    """A page's image and answer budget cannot fit the server's context window."""
+
+
+class ImageRefused(EngineError):
+    """The server could not decode or process the page image."""
+
+
+class BadRequest(EngineError):
+    """The server refused the request for another reason (HTTP 4xx)."""
+
+
 class OutputError(DotsOCRError):
     """A result file cannot be written (folder missing, no permission, disk full)."""
 

@@ -5,7 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from dotsocr.errors import UnknownModel
-from dotsocr.models.base import ChatRequest, Geometry, ModelProfile, ParsedAnswer, PreparedPage
+from dotsocr.models.base import (
+    ChatRequest,
+    Geometry,
+    ModelProfile,
+    ParsedAnswer,
+    PreparedPage,
+    RequestPlan,
+    estimate_text_tokens,
+)
 from dotsocr.models.dots_ocr import DotsOCR
 
 __all__ = [
@@ -14,6 +22,8 @@ __all__ = [
     "ModelProfile",
     "ParsedAnswer",
     "PreparedPage",
+    "RequestPlan",
+    "estimate_text_tokens",
     "get_profile",
     "profile_names",
     "register",

@@ -88,6 +88,24 @@ class ParsedAnswer:
     notes: list[str] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class RequestPlan:
+    """How one page is sent: its pixel budget and answer budget, and what it will cost."""
+
+    max_pixels: int
+    image_tokens: int
+    prompt_tokens: int  # image and text, as the server will count them
+    max_tokens: int
+
+
+def estimate_text_tokens(prompt: str) -> int:
+    """An upper bound on a prompt's tokens when the server cannot count them.
+
+    Byte-level BPE never makes more tokens than bytes; 32 more cover the chat template.
+    """
+    return len(prompt.encode("utf-8")) + 32
+
+
 @runtime_checkable
 class ModelProfile(Protocol):
     """One model family: prompts, pixel budget, sampling defaults and answer parser."""
@@ -97,15 +115,23 @@ class ModelProfile(Protocol):
     default_task: str
     max_pixels: int  # the largest image the model takes; pages are capped to it
 
-    def model_size(self, width: int, height: int) -> tuple[int, int]:
+    def model_size(self, width: int, height: int, max_pixels: int | None = None) -> tuple[int, int]:
         """The (width, height) the model sees for an image of this size."""
         ...
 
-    def image_tokens(self, width: int, height: int) -> int:
+    def image_tokens(self, width: int, height: int, max_pixels: int | None = None) -> int:
         """Visual tokens an image of this size costs."""
         ...
 
-    def prepare(self, image: Image.Image, width: int, height: int) -> PreparedPage:
+    def plan(
+        self, width: int, height: int, *, text_tokens: int, max_model_len: int | None
+    ) -> RequestPlan:
+        """The pixel and answer budgets that make a request fit the server's context."""
+        ...
+
+    def prepare(
+        self, image: Image.Image, width: int, height: int, max_pixels: int | None = None
+    ) -> PreparedPage:
         """Resize a page image for the model; ``width`` x ``height`` is the page frame."""
         ...
 

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from dotsocr.errors import ConfigError
+from dotsocr.errors import ConfigError, ContextTooLong
 from dotsocr.layout import BBox, Cell, PageStatus
-from dotsocr.models.base import ChatRequest, Geometry, ParsedAnswer, PreparedPage
+from dotsocr.models.base import ChatRequest, Geometry, ParsedAnswer, PreparedPage, RequestPlan
 from dotsocr.models.cells import collapse_runaway, objects_to_cells
 from dotsocr.models.json_cells import BARE_OBJECTS, CODE_FENCE, MISSING_BRACKET, salvage_objects
 from dotsocr.models.resize import image_tokens, smart_resize
@@ -79,8 +79,10 @@ class DotsOCR:
     max_tokens: int = 16_384  # the official parser's budget; a dense page needs 1-2k
 
     max_aspect_ratio: int = 200
+    min_answer_tokens: int = 1024  # the planner shrinks the image before the answer gets less
+    min_image_tokens: int = 256  # about 450x450 pixels: below that a page is not worth reading
 
-    def model_size(self, width: int, height: int) -> tuple[int, int]:
+    def model_size(self, width: int, height: int, max_pixels: int | None = None) -> tuple[int, int]:
         """The (width, height) the model sees for an image of this size.
 
         The server re-checks the aspect ratio on the image we send, and rounding can push a
@@ -91,25 +93,63 @@ class DotsOCR:
             width,
             factor=self.factor,
             min_pixels=self.min_pixels,
-            max_pixels=self.max_pixels,
+            max_pixels=min(max_pixels or self.max_pixels, self.max_pixels),
             max_aspect_ratio=self.max_aspect_ratio,
         )
         while max(h, w) > self.max_aspect_ratio * min(h, w):
             h, w = (h - self.factor, w) if h > w else (h, w - self.factor)
         return w, h
 
-    def image_tokens(self, width: int, height: int) -> int:
+    def image_tokens(self, width: int, height: int, max_pixels: int | None = None) -> int:
         """Visual tokens an image of this size costs."""
-        w, h = self.model_size(width, height)
+        w, h = self.model_size(width, height, max_pixels)
         return image_tokens(h, w, self.factor)
 
-    def prepare(self, image: Image.Image, width: int, height: int) -> PreparedPage:
+    def prepare(
+        self, image: Image.Image, width: int, height: int, max_pixels: int | None = None
+    ) -> PreparedPage:
         # Resizing here, to a size smart_resize maps onto itself, means the server does no
         # resizing of its own and the token count is known before sending.
-        w, h = self.model_size(image.width, image.height)
+        w, h = self.model_size(image.width, image.height, max_pixels)
         resized = image if image.size == (w, h) else image.resize((w, h), Image.Resampling.BICUBIC)
         geometry = Geometry(width, height, w, h)
         return PreparedPage(resized, geometry, image_tokens(h, w, self.factor))
+
+    def plan(
+        self, width: int, height: int, *, text_tokens: int, max_model_len: int | None
+    ) -> RequestPlan:
+        """Choose the pixel budget and max_tokens so that the request fits the context.
+
+        Args:
+            width, height: the page image's pixels.
+            text_tokens: tokens of the prompt's chat without the image, placeholder included
+                (the engine's count, or ``estimate_text_tokens``).
+            max_model_len: the server's context length; None means unknown (no limit).
+
+        The answer keeps its full budget when it fits; otherwise it gets what the image
+        leaves, down to ``min_answer_tokens``, and below that the image is shrunk.
+
+        Raises:
+            ContextTooLong: not even the least useful image fits beside the minimum answer.
+        """
+        tokens = self.image_tokens(width, height)
+        if max_model_len is None:
+            return RequestPlan(self.max_pixels, tokens, text_tokens - 1 + tokens, self.max_tokens)
+        room = max_model_len - (text_tokens - 1)  # the placeholder becomes the image's tokens
+        max_pixels = self.max_pixels
+        if room - tokens < self.min_answer_tokens:
+            fit = room - self.min_answer_tokens
+            if fit < self.min_image_tokens:
+                raise ContextTooLong(
+                    f"a page cannot fit the server's context of {max_model_len} tokens: the "
+                    f"prompt takes {text_tokens} and the answer needs {self.min_answer_tokens}, "
+                    f"leaving {max(fit, 0)} for the image (at least {self.min_image_tokens} "
+                    "needed); start the server with a larger --max-model-len"
+                )
+            max_pixels = fit * self.factor * self.factor
+            tokens = self.image_tokens(width, height, max_pixels)
+        answer = min(self.max_tokens, room - tokens)
+        return RequestPlan(max_pixels, tokens, text_tokens - 1 + tokens, answer)
 
     def prompt(self, task: str, geometry: Geometry | None = None, box: BBox | None = None) -> str:
         if task not in PROMPTS:

@@ -1,0 +1,35 @@
+"""What every engine provides: one answer per request, and ownership of its resources."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, Self, runtime_checkable
+
+from dotsocr.models.base import ChatRequest, PreparedPage
+
+
+@dataclass(frozen=True)
+class EngineAnswer:
+    """The model's answer to one request, with what it cost."""
+
+    text: str
+    finish_reason: str | None  # "stop", or "length" when the answer hit max_tokens
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    seconds: float  # from sending the first attempt to the answer, retries included
+    attempts: int  # 1 plus the retries it took
+
+
+@runtime_checkable
+class Engine(Protocol):
+    """An async context manager that owns its connections or workers.
+
+    Engines know transport, not documents: they take a prepared page and its request
+    and give back text, finish reason, usage and latency.
+    """
+
+    async def __aenter__(self) -> Self: ...
+
+    async def __aexit__(self, *exc: object) -> None: ...
+
+    async def infer(self, page: PreparedPage, request: ChatRequest) -> EngineAnswer: ...

@@ -1,0 +1,219 @@
+"""The OpenAI engine, the planner and our token arithmetic against a real vLLM server.
+
+The server runs vLLM's own DotsOCRForCausalLM with random weights (see
+tests/vllm_support): its answers are meaningless, everything else is vLLM's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.error
+import urllib.request
+
+import pytest
+from PIL import Image
+
+from dotsocr.engines.openai import OpenAIEngine, RetryPolicy
+from dotsocr.errors import ContextTooLong, ImageRefused, UnknownModel
+from dotsocr.models import get_profile
+from dotsocr.models.dots_ocr import IMAGE_PREFIX
+from vllm_support.standin import StandIn, start
+
+pytestmark = pytest.mark.vllm
+PROFILE = get_profile("dots.ocr")
+NO_RETRY = RetryPolicy(attempts=1)
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def blank(width: int, height: int) -> Image.Image:
+    return Image.new("RGB", (width, height), "white")
+
+
+async def infer_planned(engine: OpenAIEngine, width: int, height: int, task: str = "ocr"):
+    """Plan, prepare and send one page as the pipeline will."""
+    box = (0, 0, width // 2, height // 2) if task == "grounding" else None
+    probe = PROFILE.prepare(blank(width, height), width, height)
+    prompt = IMAGE_PREFIX + PROFILE.prompt(task, probe.geometry, box)
+    text_tokens = await engine.text_tokens(prompt)
+    plan = PROFILE.plan(
+        width, height, text_tokens=text_tokens, max_model_len=engine.info.max_model_len
+    )
+    page = PROFILE.prepare(blank(width, height), width, height, plan.max_pixels)
+    request = PROFILE.build_request(page, task, box=box, max_tokens=plan.max_tokens)
+    return plan, page, await engine.infer(page, request)
+
+
+def test_all_four_prompt_modes_are_accepted(vllm_server):
+    async def go():
+        async with OpenAIEngine(vllm_server.url, retry=NO_RETRY) as engine:
+            return [await infer_planned(engine, 600, 800, task) for task in PROFILE.tasks]
+
+    for plan, _, answer in run(go()):
+        assert answer.finish_reason in ("stop", "length")
+        assert answer.prompt_tokens == plan.prompt_tokens
+
+
+SIZES = [
+    (600, 800),
+    (800, 600),
+    (1000, 1000),
+    (333, 777),
+    (1200, 300),
+    (300, 1200),
+    (40, 40),  # grows to the minimum pixels
+    (100, 3000),  # 30:1
+    (28, 4200),  # 150:1
+    (1111, 999),
+    (850, 1100),
+    (574, 560),  # a half-way rounding case
+]
+
+
+def test_prompt_tokens_equal_our_image_token_arithmetic(vllm_server):
+    """vLLM's count is text + our image tokens - the one placeholder, for every size."""
+
+    async def go():
+        async with OpenAIEngine(vllm_server.url, retry=NO_RETRY) as engine:
+            text_tokens = await engine.text_tokens(IMAGE_PREFIX + PROFILE.prompt("ocr"))
+            results = []
+            for width, height in SIZES:
+                page = PROFILE.prepare(blank(width, height), width, height)
+                answer = await engine.infer(page, PROFILE.build_request(page, "ocr", max_tokens=1))
+                results.append((width, height, page.image_tokens, answer.prompt_tokens))
+            return text_tokens, results
+
+    text_tokens, results = run(go())
+    mismatches = [r for r in results if r[3] != text_tokens - 1 + r[2]]
+    assert not mismatches, f"text tokens {text_tokens}; (w, h, ours, vLLM's): {mismatches}"
+
+
+def test_planner_never_overflows_a_4096_context(vllm_server):
+    sizes = [(1654, 2339), (1700, 2200), (2339, 1654), (3000, 3000), (400, 6000), (900, 1200)]
+
+    async def go():
+        async with OpenAIEngine(vllm_server.url, retry=NO_RETRY) as engine:
+            assert engine.info.max_model_len == 4096
+            return [await infer_planned(engine, w, h, "layout_all") for w, h in sizes]
+
+    for plan, _, answer in run(go()):  # a 400 would have raised
+        assert answer.prompt_tokens == plan.prompt_tokens
+        assert plan.prompt_tokens + plan.max_tokens <= 4096
+
+
+def test_oversized_request_maps_to_context_too_long(vllm_server):
+    page = PROFILE.prepare(blank(1654, 2339), 1654, 2339)  # 4,956 image tokens, unplanned
+
+    async def go():
+        async with OpenAIEngine(vllm_server.url, retry=NO_RETRY) as engine:
+            await engine.infer(page, PROFILE.build_request(page, "ocr", max_tokens=16))
+
+    with pytest.raises(ContextTooLong, match=r"maximum context length \(4096\)"):
+        run(go())
+
+
+def test_corrupt_image_and_unknown_model_map_to_our_errors(vllm_server):
+    page = PROFILE.prepare(blank(300, 300), 300, 300)
+    request = PROFILE.build_request(page, "ocr", max_tokens=8)
+    request.messages[0]["content"][0]["image_url"]["url"] = "data:image/png;base64,aGVsbG8="
+
+    async def corrupt():
+        async with OpenAIEngine(vllm_server.url, retry=NO_RETRY) as engine:
+            await engine.infer(page, request)
+
+    async def unknown():
+        async with OpenAIEngine(vllm_server.url, model="dots.ocr", retry=NO_RETRY):
+            pass
+
+    with pytest.raises(ImageRefused, match="Failed to load image"):
+        run(corrupt())
+    with pytest.raises(UnknownModel, match=r"Unknown model 'dots\.ocr' at .* Served: model"):
+        run(unknown())
+
+
+def test_sixteen_concurrent_requests_all_succeed(vllm_server):
+    page = PROFILE.prepare(blank(560, 560), 560, 560)
+    request = PROFILE.build_request(page, "ocr", max_tokens=32)
+
+    async def go():
+        async with OpenAIEngine(vllm_server.url, concurrency=16) as engine:
+            return await asyncio.gather(*(engine.infer(page, request) for _ in range(16)))
+
+    answers = run(go())
+    assert len(answers) == 16 and all(a.prompt_tokens for a in answers)
+
+
+def test_finish_reason_length_surfaces(vllm_server):
+    page = PROFILE.prepare(blank(300, 300), 300, 300)
+
+    async def go():
+        async with OpenAIEngine(vllm_server.url, retry=NO_RETRY) as engine:
+            request = PROFILE.build_request(page, "layout_all", max_tokens=3, temperature=0.0)
+            return await engine.infer(page, request)
+
+    answer = run(go())
+    assert answer.finish_reason == "length" and answer.completion_tokens == 3
+
+
+def shape(value):
+    """The keys of a JSON value, recursively; lists by their first item."""
+    if isinstance(value, dict):
+        return {key: shape(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [shape(value[0])] if value else []
+    return type(value).__name__
+
+
+def fetch(url: str, body: dict | None = None) -> tuple[int, object]:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read() or b"null")
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def contained(small, big) -> bool:
+    """Whether every key path of ``small`` exists in ``big`` with the same leaf type."""
+    if isinstance(small, dict):
+        return isinstance(big, dict) and all(
+            k in big and contained(v, big[k]) for k, v in small.items()
+        )
+    if isinstance(small, list):
+        return isinstance(big, list) and (not small or (big and contained(small[0], big[0])))
+    return small == big or big == "NoneType" or small == "NoneType"
+
+
+def test_stand_in_answers_in_the_real_servers_shapes(vllm_server):
+    state = StandIn(max_model_len=4096)
+    httpd = start(state)
+    try:
+        page = PROFILE.prepare(blank(300, 300), 300, 300)
+        good = PROFILE.build_request(page, "ocr", max_tokens=4).to_openai("model")
+        chat = [{"role": "user", "content": "hi"}]
+        cases = {
+            "models": ("/v1/models", None),
+            "chat": ("/v1/chat/completions", good),
+            "bad image": (
+                "/v1/chat/completions",
+                {**good, "messages": [{"role": "user", "content": [
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,@@@"}},
+                    {"type": "text", "text": "x"},
+                ]}]},
+            ),
+            "unknown model": ("/v1/chat/completions", {**good, "model": "nope"}),
+            "max_tokens": ("/v1/chat/completions", {**good, "max_tokens": 5000}),
+            "tokenize": ("/tokenize", {"model": "model", "messages": chat}),
+        }  # fmt: skip
+        for name, (path, body) in cases.items():
+            real_status, real = fetch(vllm_server.url + path, body)
+            ours_status, ours = fetch(state.url + path, body)
+            assert ours_status == real_status, name
+            assert contained(shape(ours), shape(real)), (name, shape(ours), shape(real))
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
