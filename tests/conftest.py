@@ -37,8 +37,8 @@ def vllm_server(tmp_path_factory):
     """A real vLLM serving the dots.ocr architecture on loopback, for the whole session."""
     from vllm_support import server
 
-    if not server.python().is_file():
-        message = f"no vLLM venv at {server.VENV}: run scripts/setup-vllm"
+    if not server.installed():
+        message = f"no finished vLLM install at {server.VENV}: run scripts/setup-vllm"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)

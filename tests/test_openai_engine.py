@@ -5,19 +5,21 @@ from __future__ import annotations
 import asyncio
 import socket
 
+import httpx
 import pytest
 from PIL import Image
 
 from dotsocr.engines import Engine
-from dotsocr.engines.openai import OpenAIEngine, RetryPolicy
+from dotsocr.engines.openai import OpenAIEngine, RetryPolicy, _retry_after
 from dotsocr.errors import (
     AuthenticationError,
     BadRequest,
+    ConfigError,
     ContextTooLong,
     EngineTimeout,
     EngineUnavailable,
     ImageRefused,
-    UnknownModel,
+    ModelNotServed,
 )
 from dotsocr.layout import PageStatus
 from dotsocr.models import get_profile
@@ -71,7 +73,7 @@ def test_answer_carries_text_finish_reason_usage_and_attempts(server):
     assert sent["model"] == "model" and sent["temperature"] == 0.1
 
 
-@pytest.mark.parametrize("fault", ["500", "503", "429", "drop"])
+@pytest.mark.parametrize("fault", ["500", "503", "503-bare", "429", "drop"])
 def test_transient_failures_are_retried(server, fault):
     server.faults.extend([fault, fault])
     answer = run(ask(server.url))
@@ -92,6 +94,51 @@ def test_backoff_grows_and_stays_capped():
     assert all(0 <= policy.delay(10) <= 8.0 for _ in range(50))
     assert policy.delay(3, retry_after=20.0) == 20.0  # the server's word beats our backoff
     assert policy.delay(3, retry_after=999) == 60.0
+    # a Retry-After of zero or in the past never means "hammer it": backoff still applies
+    delays = [RetryPolicy(base_delay=4.0).delay(0, retry_after=-5) for _ in range(50)]
+    assert max(delays) > 0.5 and all(0 <= d <= 4.0 for d in delays)
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        ("2", 2.0),
+        ("nan", None),
+        ("soon", None),
+        ("Wed, 21 Oct 2015 07:28:00 -0000", "past"),
+        ("Wed, 21 Oct 2015 07:28:00 GMT", "past"),
+    ],
+)
+def test_retry_after_headers_of_every_form(header, expected):
+    response = httpx.Response(503, headers={"Retry-After": header})
+    seconds = _retry_after(response)
+    if expected == "past":
+        assert seconds is not None and seconds < 0
+    else:
+        assert seconds == expected
+
+
+@pytest.mark.parametrize("url", ["127.0.0.1:8000", "ftp://host", "http://[::1"])
+def test_bad_server_url_is_a_config_error(url):
+    with pytest.raises(ConfigError, match="bad server URL"):
+        OpenAIEngine(url)
+
+
+def test_long_error_messages_are_cut():
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/models":
+            return httpx.Response(200, json={"data": [{"id": "m", "max_model_len": 4096}]})
+        return httpx.Response(400, json={"error": {"message": "bad input: " + "x" * 5_000_000}})
+
+    async def go():
+        prepared = page()
+        request = PROFILE.build_request(prepared, "ocr", max_tokens=8)
+        async with OpenAIEngine("http://s", transport=httpx.MockTransport(answer)) as engine:
+            await engine.infer(prepared, request)
+
+    with pytest.raises(BadRequest, match="bad input: xxx") as info:
+        run(go())
+    assert len(str(info.value)) < 700
 
 
 def test_persistent_failure_gives_up_with_a_reason(server):
@@ -122,7 +169,7 @@ def test_bad_key_unknown_model_and_refusals_are_not_retried(server):
         run(ask(server.url, api_key="wrong"))
     assert run(ask(server.url, api_key="secret")).attempts == 1
     server.api_key = None
-    with pytest.raises(UnknownModel, match=r"Unknown model 'dots' at .* Served: model"):
+    with pytest.raises(ModelNotServed, match=r"Unknown model 'dots' at .* Served: model"):
         run(ask(server.url, model="dots"))
 
 
@@ -147,7 +194,7 @@ def test_server_refusals_map_to_our_errors(server):
         run(send(corrupt))
     with pytest.raises(ImageRefused, match="Failed to load image"):
         run(send(not_image))
-    with pytest.raises(ContextTooLong, match="max_model_len=4096"):
+    with pytest.raises(BadRequest, match=r"max_model_len=4096.* Lower max_tokens"):
         run(send(too_long))
     assert len(server.requests) == 3  # one each: none retried
 

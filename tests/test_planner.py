@@ -5,9 +5,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
-from dotsocr.errors import ContextTooLong, PageTooExtreme
-from dotsocr.models import estimate_text_tokens
-from dotsocr.models.dots_ocr import PROMPTS, DotsOCR
+from dotsocr.errors import ConfigError, ContextTooLong, PageTooExtreme
+from dotsocr.models.dots_ocr import DotsOCR
 
 PROFILE = DotsOCR()
 
@@ -33,15 +32,30 @@ def test_tight_context_shrinks_the_image_not_the_minimum_answer():
     assert prepared.image_tokens == plan.image_tokens
 
 
+def test_tight_plan_by_hand():
+    # 4096 - (452 - 1) = 3645 tokens of room; the answer needs 1024, so the image gets
+    # 2621 tokens = 2,054,864 pixels, in which A4 at 200 DPI becomes 1204x1680
+    plan = PROFILE.plan(1654, 2339, text_tokens=452, max_model_len=4096)
+    assert plan.max_pixels == 2621 * 28 * 28 == 2_054_864
+    assert PROFILE.model_size(1654, 2339, plan.max_pixels) == (1204, 1680)
+    assert plan.image_tokens == 43 * 60 == 2580
+    assert (plan.prompt_tokens, plan.max_tokens) == (451 + 2580, 3645 - 2580)  # 3031, 1065
+
+
+def test_minimums_must_be_positive():
+    with pytest.raises(ConfigError, match="at least 1"):
+        DotsOCR(min_answer_tokens=0)
+
+
+def test_a_page_too_thin_to_shrink_enough_is_refused():
+    thin = DotsOCR(min_image_tokens=50)
+    with pytest.raises(ContextTooLong, match="even at its smallest"):
+        thin.plan(28, 5600, text_tokens=20, max_model_len=1143)  # room for 100 image tokens
+
+
 def test_a_context_too_small_for_any_page_says_what_to_do():
     with pytest.raises(ContextTooLong, match=r"context of 1500 tokens.*larger --max-model-len"):
         PROFILE.plan(1700, 2200, text_tokens=452, max_model_len=1500)
-
-
-def test_estimate_is_an_upper_bound_of_real_counts():
-    # 452 is what a real vLLM counted for layout_all with the recipe's tiny tokenizer,
-    # whose vocabulary is far smaller (so its counts larger) than the real model's.
-    assert estimate_text_tokens("<|img|><|imgpad|><|endofimg|>" + PROMPTS["layout_all"]) > 452
 
 
 @given(

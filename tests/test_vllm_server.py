@@ -15,8 +15,8 @@ import pytest
 from PIL import Image
 
 from dotsocr.engines.openai import OpenAIEngine, RetryPolicy
-from dotsocr.errors import ContextTooLong, ImageRefused, UnknownModel
-from dotsocr.models import get_profile
+from dotsocr.errors import ContextTooLong, ImageRefused, ModelNotServed
+from dotsocr.models import estimate_text_tokens, get_profile
 from dotsocr.models.dots_ocr import IMAGE_PREFIX
 from vllm_support.standin import StandIn, start
 
@@ -99,9 +99,28 @@ def test_planner_never_overflows_a_4096_context(vllm_server):
             assert engine.info.max_model_len == 4096
             return [await infer_planned(engine, w, h, "layout_all") for w, h in sizes]
 
-    for plan, _, answer in run(go()):  # a 400 would have raised
+    # vLLM refuses a prompt longer than the context (a 400 would have raised); the answer
+    # budget it does not check, so that the planner's sum is checked here.
+    for plan, _, answer in run(go()):
         assert answer.prompt_tokens == plan.prompt_tokens
         assert plan.prompt_tokens + plan.max_tokens <= 4096
+
+
+def test_estimate_bounds_the_servers_count_for_every_prompt(vllm_server):
+    """Where /tokenize is missing the planner uses the estimate: it must never undercount."""
+
+    async def go():
+        async with OpenAIEngine(vllm_server.url, retry=NO_RETRY) as engine:
+            geometry = PROFILE.prepare(blank(600, 800), 600, 800).geometry
+            counts = {}
+            for task in PROFILE.tasks:
+                box = (10, 10, 300, 300) if task == "grounding" else None
+                prompt = IMAGE_PREFIX + PROFILE.prompt(task, geometry, box)
+                counts[task] = (await engine.text_tokens(prompt), estimate_text_tokens(prompt))
+            return counts
+
+    for task, (real, estimate) in run(go()).items():
+        assert real < estimate, task
 
 
 def test_oversized_request_maps_to_context_too_long(vllm_server):
@@ -130,7 +149,7 @@ def test_corrupt_image_and_unknown_model_map_to_our_errors(vllm_server):
 
     with pytest.raises(ImageRefused, match="Failed to load image"):
         run(corrupt())
-    with pytest.raises(UnknownModel, match=r"Unknown model 'dots\.ocr' at .* Served: model"):
+    with pytest.raises(ModelNotServed, match=r"Unknown model 'dots\.ocr' at .* Served: model"):
         run(unknown())
 
 

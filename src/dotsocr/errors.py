@@ -9,7 +9,15 @@ DotsOCRError
  │    ├── DocumentTooLarge     decompression bomb or absurd page size
  │    └── PageSelectionError   a --pages value that does not fit the document
  ├── PageTooExtreme           a page the model cannot take (aspect ratio)
- ├── EngineError              reserved for engines (next issues)
+ ├── EngineError              the OCR engine gave no answer
+ │    ├── EngineUnavailable    unreachable, overloaded or failing through every retry
+ │    ├── EngineTimeout        no answer within the request timeout
+ │    ├── AuthenticationError  the server refused the API key
+ │    ├── ModelNotServed       the server does not serve the model asked for
+ │    ├── ContextTooLong       a page cannot fit the server's context window
+ │    ├── ImageRefused         the server could not read the page image
+ │    └── BadRequest           any other request the server refused
+ ├── OutputError              a result cannot be written
  ├── ConfigError              a bad setting or flag value
  └── UnknownModel             no profile of that name (also a KeyError)
 """
@@ -72,6 +80,10 @@ class EngineTimeout(EngineError):
 
 class AuthenticationError(EngineError):
     """The server refused the API key (HTTP 401 or 403)."""
+
+
+class ModelNotServed(EngineError):
+    """The server does not serve the model name asked for (HTTP 404, or not in /v1/models)."""
 
 
 class ContextTooLong(EngineError):

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
+import contextlib
+import ctypes
+import json
 import os
 import signal
 import socket
@@ -40,6 +44,17 @@ def python() -> Path:
     return VENV / "bin" / "python"
 
 
+def installed() -> bool:
+    """Whether scripts/setup-vllm finished (it leaves a marker last)."""
+    return python().is_file() and any(VENV.glob(".dotsocr-vllm-*"))
+
+
+def _die_with_parent() -> None:
+    """In the child: ask Linux to SIGTERM it when the test process dies, even by SIGKILL."""
+    with contextlib.suppress(OSError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -50,7 +65,9 @@ def start(workdir: Path, *, max_model_len: int = 4096) -> VLLMServer:
     """Build the tiny model folder, start ``vllm serve`` on a free loopback port, wait for it."""
     model = workdir / "tiny-dots-ocr"
     builder = Path(__file__).with_name("tiny_dots_model.py")
-    subprocess.run([python(), builder, model], check=True, capture_output=True)
+    built = subprocess.run([python(), builder, model], capture_output=True, text=True)
+    if built.returncode:
+        raise RuntimeError(f"building the tiny model failed:\n{built.stderr[-3000:]}")
     port = free_port()
     log = workdir / "vllm.log"
     env = {
@@ -80,19 +97,37 @@ def start(workdir: Path, *, max_model_len: int = 4096) -> VLLMServer:
     ]  # fmt: skip
     with log.open("wb") as out:
         process = subprocess.Popen(
-            command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            command,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,  # its own group, so that stop() reaches its workers
+            preexec_fn=_die_with_parent,
         )
     server = VLLMServer(f"http://127.0.0.1:{port}", process, log)
+    atexit.register(server.stop)
+    try:
+        _wait_ready(server)
+    except BaseException:
+        server.stop()
+        raise
+    return server
+
+
+def _wait_ready(server: VLLMServer) -> None:
     deadline = time.monotonic() + STARTUP_SECONDS
     while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"vLLM exited with {process.returncode}:\n{server.log_tail()}")
+        if server.process.poll() is not None:
+            raise RuntimeError(
+                f"vLLM exited with {server.process.returncode}:\n{server.log_tail()}"
+            )
         try:
-            with urllib.request.urlopen(f"{server.url}/health", timeout=2) as response:
-                if response.status == 200:
-                    return server
-        except OSError:
-            pass
+            with urllib.request.urlopen(f"{server.url}/v1/models", timeout=2) as response:
+                served = [m.get("id") for m in json.load(response).get("data", [])]
+        except (OSError, ValueError):
+            served = []
+        # Ours, not whoever else may have taken the port between probe and bind.
+        if "model" in served and server.process.poll() is None:
+            return
         time.sleep(1)
-    server.stop()
     raise RuntimeError(f"vLLM not ready after {STARTUP_SECONDS} s:\n{server.log_tail()}")

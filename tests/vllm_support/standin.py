@@ -27,7 +27,7 @@ LAYOUT_ANSWER = json.dumps(
         {"bbox": [10, 60, 400, 120], "category": "Text", "text": "Answered by the stand-in."},
     ]
 )
-FAULTS = ("500", "503", "429", "drop", "slow", "truncated", "loop")
+FAULTS = ("500", "503", "503-bare", "429", "drop", "slow", "truncated", "loop")
 
 
 @dataclass
@@ -124,9 +124,9 @@ class _Handler(BaseHTTPRequestHandler):
             state.requests.append(body)
             state.arrivals.append(time.monotonic())
             fault = state.faults.popleft() if state.faults else None
-        if fault in ("500", "503", "429"):
-            status = int(fault)
-            headers = {"Retry-After": state.retry_after} if status in (503, 429) else None
+        if fault in ("500", "503", "503-bare", "429"):
+            status = int(fault[:3])
+            headers = {"Retry-After": state.retry_after} if fault in ("503", "429") else None
             kind = {500: "InternalServerError", 503: "ServiceUnavailable", 429: "RateLimit"}
             self._send(status, error_body(status, "injected fault", kind[status]), headers)
             return
@@ -190,6 +190,12 @@ class _Handler(BaseHTTPRequestHandler):
                 },
             },
         )
+
+    def _unknown_model(self, body: dict[str, Any]) -> None:
+        message = (
+            f"The model `{body.get('model')}` does not exist. Valid aliases: {self.state.model}."
+        )
+        self._send(404, error_body(404, message, "NotFoundError", "model"))
 
     def _prompt_tokens(self, body: dict[str, Any]) -> int:
         """Image tokens from the pixels sent (one per 28x28), plus about one per 4 characters."""

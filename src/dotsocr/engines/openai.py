@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import math
 import random
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Self
@@ -21,16 +23,20 @@ from dotsocr.engines.base import EngineAnswer
 from dotsocr.errors import (
     AuthenticationError,
     BadRequest,
+    ConfigError,
     ContextTooLong,
     EngineError,
     EngineTimeout,
     EngineUnavailable,
     ImageRefused,
-    UnknownModel,
+    ModelNotServed,
 )
 from dotsocr.models.base import ChatRequest, PreparedPage
 
 RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+MESSAGE_LIMIT = 500  # servers echo whole inputs back in errors; keep messages readable
+TEXT_TOKEN_CACHE = 256
+SPARE_CONNECTIONS = 4  # for /v1/models and /tokenize beside a full set of inferences
 
 
 @dataclass(frozen=True)
@@ -43,9 +49,11 @@ class RetryPolicy:
     max_retry_after: float = 120.0  # a server may ask for longer than our own backoff
 
     def delay(self, retry: int, retry_after: float | None = None) -> float:
-        if retry_after is not None:
-            return min(max(retry_after, 0.0), self.max_retry_after)
-        return random.uniform(0, min(self.max_delay, self.base_delay * 2**retry))
+        """Seconds before retry number ``retry`` (0-based); Retry-After is a floor."""
+        backoff = random.uniform(0, min(self.max_delay, self.base_delay * 2**retry))
+        if retry_after is None:
+            return backoff
+        return max(backoff, min(max(retry_after, 0.0), self.max_retry_after))
 
 
 @dataclass(frozen=True)
@@ -94,17 +102,19 @@ class OpenAIEngine:
     ) -> None:
         self.base_url = _normalise(base_url)
         self.retry = retry or RetryPolicy()
+        self.timeout = timeout
         self._wanted_model = model
         self._slots = asyncio.Semaphore(concurrency)
+        connections = concurrency + SPARE_CONNECTIONS
         self._client = httpx.AsyncClient(
             base_url=self.base_url,
             headers={"Authorization": f"Bearer {api_key}"} if api_key else {},
-            timeout=httpx.Timeout(timeout, connect=connect_timeout, pool=None),
-            limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency),
+            timeout=httpx.Timeout(timeout, connect=connect_timeout, pool=timeout),
+            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=connections),
             transport=transport,
         )
         self.info: ServerInfo | None = None
-        self._text_tokens: dict[str, int] = {}
+        self._text_tokens: OrderedDict[str, int] = OrderedDict()
 
     async def __aenter__(self) -> Self:
         try:
@@ -126,23 +136,27 @@ class OpenAIEngine:
     async def discover(self) -> ServerInfo:
         """Read the served models; pick ours and learn its context length."""
         data, _ = await self._call("GET", "/v1/models")
-        entries = [e for e in data.get("data", []) if isinstance(e, dict) and "id" in e]
+        listed = data.get("data")
+        entries = [e for e in listed or [] if isinstance(e, dict) and "id" in e]
         served = tuple(str(e["id"]) for e in entries)
         if not entries:
             raise EngineUnavailable(f"{self.base_url} serves no model yet: wait for it to load")
         chosen = self._wanted_model or served[0]
         if chosen not in served:
-            raise UnknownModel(
+            raise ModelNotServed(
                 f"Unknown model {chosen!r} at {self.base_url}. Served: {', '.join(served)}"
             )
-        entry = entries[served.index(chosen)]
-        length = entry.get("max_model_len")
-        return ServerInfo(chosen, int(length) if isinstance(length, int) else None, served)
+        length = entries[served.index(chosen)].get("max_model_len")
+        return ServerInfo(chosen, length if type(length) is int else None, served)
 
     async def infer(self, page: PreparedPage, request: ChatRequest) -> EngineAnswer:
-        """Send one request; retries are counted in the answer's ``attempts``."""
-        started = time.perf_counter()
+        """Send one request; retries are counted in the answer's ``attempts``.
+
+        The request already carries the page as a data URL; ``page`` is for engines
+        that read pixels.
+        """
         async with self._slots:
+            started = time.perf_counter()
             data, attempts = await self._call(
                 "POST", "/v1/chat/completions", request.to_openai(self.model)
             )
@@ -153,7 +167,8 @@ class OpenAIEngine:
             raise EngineError(
                 f"{self.base_url} answered without a message: {data!r:.200}"
             ) from None
-        usage = data.get("usage") or {}
+        usage = data.get("usage")
+        usage = usage if isinstance(usage, dict) else {}
         return EngineAnswer(
             text=text,
             finish_reason=choice.get("finish_reason"),
@@ -165,7 +180,9 @@ class OpenAIEngine:
 
     async def text_tokens(self, prompt: str) -> int | None:
         """Tokens of a chat with ``prompt`` and no image (vLLM's /tokenize); None elsewhere."""
-        if prompt not in self._text_tokens:
+        if prompt in self._text_tokens:
+            self._text_tokens.move_to_end(prompt)
+        else:
             body = {
                 "model": self.model,
                 "messages": [{"role": "user", "content": prompt}],
@@ -179,6 +196,8 @@ class OpenAIEngine:
             if not isinstance(count, int):
                 return None
             self._text_tokens[prompt] = count
+            if len(self._text_tokens) > TEXT_TOKEN_CACHE:  # grounding prompts carry boxes
+                self._text_tokens.popitem(last=False)
         return self._text_tokens[prompt]
 
     async def _call(
@@ -198,24 +217,28 @@ class OpenAIEngine:
 
     async def _once(self, method: str, path: str, body: dict[str, Any] | None) -> dict[str, Any]:
         try:
-            response = await self._client.request(method, path, json=body)
+            async with asyncio.timeout(self.timeout):  # the whole answer, not each read
+                response = await self._client.request(method, path, json=body)
         except httpx.ConnectTimeout:
             raise _Retryable("connection timed out: is the server up?") from None
-        except httpx.TimeoutException:
+        except (TimeoutError, httpx.TimeoutException):
             raise EngineTimeout(
-                f"{self.base_url} gave no answer within {self._client.timeout.read:g} s: "
+                f"{self.base_url} gave no answer within {self.timeout:g} s: "
                 "raise the timeout or lower the page resolution"
             ) from None
         except httpx.ConnectError:
             raise _Retryable(
                 "cannot connect: is the server running? (start one with 'dotsocr serve')"
             ) from None
+        except (httpx.UnsupportedProtocol, httpx.LocalProtocolError, httpx.InvalidURL) as exc:
+            raise ConfigError(f"cannot send to {self.base_url}: {exc}") from None
         except httpx.TransportError as exc:
             raise _Retryable(f"connection lost ({exc or type(exc).__name__})") from None
+        except httpx.HTTPError as exc:  # e.g. a body that fails to decode
+            raise _Retryable(f"unreadable answer ({exc or type(exc).__name__})") from None
         if response.status_code in RETRY_STATUSES:
-            raise _Retryable(
-                f"HTTP {response.status_code}: {_message(response)}", _retry_after(response)
-            )
+            message, _ = _error(response)
+            raise _Retryable(f"HTTP {response.status_code}: {message}", _retry_after(response))
         if response.status_code >= 400:
             raise self._refusal(response, path, body)
         try:
@@ -230,7 +253,8 @@ class OpenAIEngine:
         self, response: httpx.Response, path: str, body: dict[str, Any] | None
     ) -> EngineError:
         """The most specific error for a 4xx answer."""
-        status, message = response.status_code, _message(response)
+        status = response.status_code
+        message, param = _error(response)
         lowered = message.lower()
         where = f"{self.base_url}{path}"
         if status in (401, 403):
@@ -239,11 +263,13 @@ class OpenAIEngine:
                 "started with"
             )
         if status == 404 and "model" in lowered and body and "model" in body:
-            return UnknownModel(f"Unknown model {body['model']!r} at {self.base_url}: {message}")
+            return ModelNotServed(f"Unknown model {body['model']!r} at {self.base_url}: {message}")
         if status == 404:
             return BadRequest(
                 f"{where} does not exist (HTTP 404): is this an OpenAI-compatible server?"
             )
+        if param == "max_tokens":
+            return BadRequest(f"{message} Lower max_tokens (the answer budget).")
         if any(word in lowered for word in ("context length", "input length", "max_model_len")):
             return ContextTooLong(
                 f"{message} Lower the page resolution or raise the server's --max-model-len."
@@ -254,36 +280,51 @@ class OpenAIEngine:
 
 
 def _normalise(base_url: str) -> str:
-    url = base_url.rstrip("/")
-    return url[: -len("/v1")] if url.endswith("/v1") else url
+    url = base_url.strip().rstrip("/")
+    url = url[: -len("/v1")] if url.endswith("/v1") else url
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL as exc:
+        raise ConfigError(f"bad server URL {base_url!r}: {exc}") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ConfigError(f"bad server URL {base_url!r}: use http://HOST:PORT")
+    return url
 
 
-def _message(response: httpx.Response) -> str:
-    """The error text from vLLM's body, FastAPI's, or the raw text."""
+def _error(response: httpx.Response) -> tuple[str, str | None]:
+    """The error text (vLLM's body, FastAPI's, or the raw text) and the parameter it names."""
     try:
         data = response.json()
     except ValueError:
-        return response.text.strip()[:300] or response.reason_phrase
+        return _short(response.text.strip() or response.reason_phrase), None
     if isinstance(data, dict):
         error = data.get("error")
         if isinstance(error, dict) and error.get("message"):
-            return str(error["message"])
+            param = error.get("param")
+            return _short(str(error["message"])), param if isinstance(param, str) else None
         for key in ("message", "detail", "error"):
             if data.get(key):
-                return str(data[key])
-    return str(data)[:300]
+                return _short(str(data[key])), None
+    return _short(str(data)), None
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= MESSAGE_LIMIT else text[:MESSAGE_LIMIT] + "..."
 
 
 def _retry_after(response: httpx.Response) -> float | None:
+    """Retry-After in seconds (a number or an HTTP date); None when absent or garbled."""
     value = response.headers.get("Retry-After")
     if not value:
         return None
     try:
-        return float(value)
+        seconds = float(value)
     except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return (when - datetime.now(UTC)).total_seconds()
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:  # "-0000" means UTC with no zone named
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - datetime.now(UTC)).total_seconds()
+    return seconds if math.isfinite(seconds) else None

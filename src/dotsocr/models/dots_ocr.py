@@ -82,6 +82,10 @@ class DotsOCR:
     min_answer_tokens: int = 1024  # the planner shrinks the image before the answer gets less
     min_image_tokens: int = 256  # about 450x450 pixels: below that a page is not worth reading
 
+    def __post_init__(self) -> None:
+        if self.min_answer_tokens < 1 or self.min_image_tokens < 1:
+            raise ConfigError("min_answer_tokens and min_image_tokens must be at least 1")
+
     def model_size(self, width: int, height: int, max_pixels: int | None = None) -> tuple[int, int]:
         """The (width, height) the model sees for an image of this size.
 
@@ -148,6 +152,12 @@ class DotsOCR:
                 )
             max_pixels = fit * self.factor * self.factor
             tokens = self.image_tokens(width, height, max_pixels)
+            if tokens > fit:  # a page so thin that its smallest size still costs more
+                raise ContextTooLong(
+                    f"a page of {width}x{height} cannot fit the server's context of "
+                    f"{max_model_len} tokens even at its smallest: start the server with a "
+                    "larger --max-model-len"
+                )
         answer = min(self.max_tokens, room - tokens)
         return RequestPlan(max_pixels, tokens, text_tokens - 1 + tokens, answer)
 
@@ -177,7 +187,7 @@ class DotsOCR:
         ]
         return ChatRequest(
             messages=[{"role": "user", "content": content}],
-            max_tokens=max_tokens or self.max_tokens,
+            max_tokens=self.max_tokens if max_tokens is None else max_tokens,
             temperature=self.temperature if temperature is None else temperature,
             top_p=self.top_p,
         )
