@@ -53,6 +53,7 @@ class PreparedPage:
     image: Image.Image
     geometry: Geometry
     image_tokens: int
+    dpi: float | None = None  # of the page frame (a PDF's render), when known
 
     def data_url(self, compress_level: int = PNG_COMPRESS_LEVEL) -> str:
         buffer = io.BytesIO()
@@ -69,6 +70,9 @@ class ChatRequest:
     temperature: float
     top_p: float
     extra: dict[str, Any] = field(default_factory=dict)
+    # Not sent: what engines that do not read prompts (the CPU engine) need to know.
+    task: str = ""
+    box: BBox | None = None  # grounding box in the model's (resized) pixels
 
     def to_openai(self, model: str) -> dict[str, Any]:
         return {
@@ -130,7 +134,12 @@ class ModelProfile(Protocol):
         ...
 
     def prepare(
-        self, image: Image.Image, width: int, height: int, max_pixels: int | None = None
+        self,
+        image: Image.Image,
+        width: int,
+        height: int,
+        max_pixels: int | None = None,
+        dpi: float | None = None,
     ) -> PreparedPage:
         """Resize a page image for the model; ``width`` x ``height`` is the page frame."""
         ...

@@ -110,14 +110,19 @@ class DotsOCR:
         return image_tokens(h, w, self.factor)
 
     def prepare(
-        self, image: Image.Image, width: int, height: int, max_pixels: int | None = None
+        self,
+        image: Image.Image,
+        width: int,
+        height: int,
+        max_pixels: int | None = None,
+        dpi: float | None = None,
     ) -> PreparedPage:
         # Resizing here, to a size smart_resize maps onto itself, means the server does no
         # resizing of its own and the token count is known before sending.
         w, h = self.model_size(image.width, image.height, max_pixels)
         resized = image if image.size == (w, h) else image.resize((w, h), Image.Resampling.BICUBIC)
         geometry = Geometry(width, height, w, h)
-        return PreparedPage(resized, geometry, image_tokens(h, w, self.factor))
+        return PreparedPage(resized, geometry, image_tokens(h, w, self.factor), dpi)
 
     def plan(
         self, width: int, height: int, *, text_tokens: int, max_model_len: int | None
@@ -190,6 +195,8 @@ class DotsOCR:
             max_tokens=self.max_tokens if max_tokens is None else max_tokens,
             temperature=self.temperature if temperature is None else temperature,
             top_p=self.top_p,
+            task=task,
+            box=page.geometry.to_model(box) if box is not None else None,
         )
 
     def parse(

@@ -1,0 +1,128 @@
+"""The embedded CPU engine on real scans: text, orientation, layout, and dots.ocr's shape."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from PIL import Image, ImageDraw, ImageFont
+from rapidfuzz.distance import Levenshtein
+
+from dotsocr.document import DocumentOptions, Page, open_document
+from dotsocr.engines import Engine
+from dotsocr.engines.cpu import CPUEngine, available_languages
+from dotsocr.errors import ConfigError
+from dotsocr.layout import PageStatus
+from dotsocr.models import get_profile
+
+PROFILE = get_profile("dots.ocr")
+
+
+def cer(found: str, truth: str) -> float:
+    """Character error rate with whitespace collapsed."""
+    found, truth = " ".join(found.split()), " ".join(truth.split())
+    return Levenshtein.distance(found, truth) / len(truth)
+
+
+def read(page: Page, task: str = "layout_all", box=None):
+    async def go():
+        prepared = PROFILE.prepare(page.image, page.width, page.height, dpi=page.dpi)
+        async with CPUEngine() as engine:
+            assert isinstance(engine, Engine)
+            answer = await engine.infer(prepared, PROFILE.build_request(prepared, task, box=box))
+        return answer, PROFILE.parse(answer.text, prepared.geometry, task, box=box)
+
+    return asyncio.run(go())
+
+
+def first_page(path, **options) -> Page:
+    with open_document(path, DocumentOptions(pages="1", **options)) as doc:
+        page = next(doc.pages())
+    assert isinstance(page, Page)
+    return page
+
+
+def text_of(parsed) -> str:
+    return " ".join(cell.text or "" for cell in parsed.cells)
+
+
+PHOTOTEST = "tesseract_test/testing/"
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "phototest.tif",
+        "phototest-rotated-L.png",
+        "phototest-rotated-R.png",
+        "phototest-rotated-180.png",
+    ],
+)
+def test_phototest_reads_within_a_low_error_rate_at_any_orientation(corpus, name):
+    truth = (corpus / PHOTOTEST / "phototest.txt").read_text()
+    answer, parsed = read(first_page(corpus / PHOTOTEST / name))
+    assert parsed.status is PageStatus.OK and answer.finish_reason == "stop"
+    assert cer(text_of(parsed), truth) < 0.02  # plain Tesseract scores 8-10% on real scans
+
+
+@pytest.mark.parametrize("angle", ["", "_rotated_90", "_rotated_180", "_rotated_270"])
+def test_rotated_pdf_pages_are_read_upright(corpus, angle):
+    page = first_page(corpus / f"docling/tests/data/ocr/sources/ocr_test{angle}.pdf")
+    _, parsed = read(page, "ocr")
+    expected = (
+        "Docling bundles PDF document conversion to JSON and Markdown in an easy self "
+        "contained package"
+    )
+    assert cer(text_of(parsed), expected) < 0.05
+
+
+def test_a_rendered_line_of_text_is_read():
+    image = Image.new("RGB", (900, 300), "white")
+    ImageDraw.Draw(image).text(
+        (60, 100), "TEST OCR 123", fill="black", font=ImageFont.load_default(size=72)
+    )
+    page = Page("test.png", 0, image, 900, 300)
+    _, parsed = read(page)
+    assert "TEST OCR 123" in text_of(parsed)
+
+
+def test_headings_and_boxes_on_a_real_pdf_page(data):
+    page = first_page(data / "multi_page.pdf")
+    _, parsed = read(page)
+    headers = [c.text for c in parsed.cells if c.category == "Section-header"]
+    assert headers[:2] == [
+        "## The Evolution of the Word Processor",
+        "## Pre-Digital Era (19th - Early 20th Century)",
+    ]
+    body = next(c for c in parsed.cells if c.text.startswith("The concept of the word processor"))
+    x1, y1, x2, y2 = body.bbox  # in page pixels (A4 at 200 DPI is 1654x2339)
+    assert 150 < x1 < 250 and 250 < y1 < 400 and x2 > 1300 and y2 < 500
+
+
+def test_layout_only_ocr_and_grounding_answers(data):
+    page = first_page(data / "multi_page.pdf")
+    answer, parsed = read(page, "layout_only")
+    assert all(cell.text is None for cell in parsed.cells) and json.loads(answer.text)
+    _, parsed = read(page, "ocr")
+    assert parsed.cells[0].text.startswith("The Evolution of the Word Processor")
+    _, parsed = read(page, "grounding", box=(100, 150, 1600, 300))  # the first heading's band
+    assert "Evolution of the Word Processor" in text_of(parsed)
+    assert "The concept" not in text_of(parsed)
+
+
+def test_languages_are_discovered_and_missing_ones_named():
+    assert "eng" in available_languages()
+    with pytest.raises(ConfigError, match=r"no Tesseract data for xyz \(found: .*eng.*\)"):
+        CPUEngine("eng+xyz")
+
+
+@pytest.mark.parametrize("angle", ["_rotated_90", "_rotated_180", "_rotated_270"])
+def test_boxes_of_turned_pages_land_on_the_text(corpus, angle):
+    import numpy as np
+
+    page = first_page(corpus / f"docling/tests/data/ocr/sources/ocr_test{angle}.pdf")
+    _, parsed = read(page)
+    ink = np.asarray(page.image.convert("L")) < 128
+    x1, y1, x2, y2 = parsed.cells[0].bbox
+    assert ink[y1:y2, x1:x2].sum() > 0.9 * ink.sum()
