@@ -159,7 +159,7 @@ def test_render_reads_stdin_and_reports_a_cut_answer():
 )
 def test_render_usage_errors_are_one_line(args, message):
     result = render_sample(*args)
-    assert result.returncode == 1
+    assert result.returncode == 2  # a usage error, not a failed input
     assert result.stderr.startswith(message) and result.stderr.count("\n") == 1
 
 

@@ -161,6 +161,111 @@ def render(
         sys.stdout.write(text)
 
 
+class Task(StrEnum):
+    layout = "layout"
+    layout_only = "layout-only"
+    ocr = "ocr"
+    grounding = "grounding"
+
+
+TASKS = {
+    "layout": "layout_all",
+    "layout-only": "layout_only",
+    "ocr": "ocr",
+    "grounding": "grounding",
+}
+
+
+class EngineChoice(StrEnum):
+    auto = "auto"
+    server = "server"
+    cpu = "cpu"
+
+
+@app.command()
+def ocr(
+    inputs: Annotated[list[str], typer.Argument(help="Files, folders, globs, or - for stdin.")],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Folder for the results.")
+    ] = None,
+    task: Annotated[Task, typer.Option("--task", help="What to ask the model.")] = Task.layout,
+    bbox: Annotated[
+        str | None, typer.Option("--bbox", help="x1,y1,x2,y2 in page pixels, for grounding.")
+    ] = None,
+    pages: PagesOpt = None,
+    dpi: DpiOpt = defaults.DPI,
+    password: PasswordOpt = None,
+    fmt: Annotated[
+        str, typer.Option("--format", "-f", help="Outputs, comma separated: md,json,txt,png.")
+    ] = "md,json",
+    server: Annotated[
+        str | None,
+        typer.Option("--server", help="OpenAI-compatible server URL.", envvar="DOTSOCR_SERVER_URL"),
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", help="Served model name (default: discovered).")
+    ] = None,
+    api_key: Annotated[
+        str | None, typer.Option("--api-key", help="Server API key.", envvar="DOTSOCR_API_KEY")
+    ] = None,
+    concurrency: Annotated[
+        int | None, typer.Option("--concurrency", min=1, help="Pages in flight at once.")
+    ] = None,
+    engine: Annotated[
+        EngineChoice, typer.Option("--engine", help="auto: the server if it answers, else CPU.")
+    ] = EngineChoice.auto,
+    languages: Annotated[
+        str, typer.Option("--languages", help="CPU engine languages, e.g. eng+deu.")
+    ] = "eng",
+    furniture: Annotated[
+        bool, typer.Option("--headers-footers", help="Keep page headers and footers.")
+    ] = False,
+    force: Annotated[bool, typer.Option("--force", help="Redo documents already done.")] = False,
+) -> None:
+    """Turn images and PDFs into Markdown and layout JSON (the main job)."""
+    import asyncio
+
+    from dotsocr.batch import BatchOptions, run_batch
+    from dotsocr.models import get_profile
+    from dotsocr.progress import make_reporter
+
+    options = BatchOptions(
+        inputs=inputs,
+        output=output,
+        formats=frozenset(f.strip().lower() for f in fmt.split(",") if f.strip()),
+        task=TASKS[task.value],
+        box=_parse_box(bbox) if bbox else None,
+        document=_document_options(pages, dpi, password),
+        engine=engine.value,
+        server=server,
+        model=model,
+        api_key=api_key,
+        concurrency=concurrency,
+        languages=languages,
+        include_furniture=furniture,
+        force=force,
+    )
+    if options.task == "grounding" and options.box is None:
+        raise typer.BadParameter("the grounding task needs --bbox x1,y1,x2,y2")
+    with make_reporter() as reporter:
+        summary = asyncio.run(run_batch(options, get_profile("dots.ocr"), reporter))
+    if output is None and summary.page_markdown:
+        sys.stdout.write(summary.markdown)
+    for line in summary.lines():
+        typer.echo(line, err=True)
+    for failure in summary.failures:
+        error_line(failure)
+    raise typer.Exit(0 if summary.ok else 1)
+
+
+def _parse_box(text: str) -> tuple[int, int, int, int]:
+    try:
+        x1, y1, x2, y2 = (int(float(v)) for v in text.split(","))
+    except ValueError:
+        raise typer.BadParameter(f"{text!r}: use x1,y1,x2,y2 in page pixels") from None
+    return x1, y1, x2, y2
+
+
 def _read_answer(path: Path) -> str:
     if str(path) == "-":
         return sys.stdin.read()
@@ -171,7 +276,12 @@ def _read_answer(path: Path) -> str:
 
 
 def main() -> None:
-    """Entry point: one readable line per user error, a traceback only when debugging."""
+    """Entry point: one readable line per user error, a traceback only when debugging.
+
+    Exit codes: 0 all done, 1 some input or page failed, 2 a usage error.
+    """
+    from dotsocr.errors import ConfigError, UnknownModel
+
     debug = os.environ.get("DOTSOCR_DEBUG") == "1"
     try:
         app()
@@ -179,7 +289,7 @@ def main() -> None:
         if debug:
             raise
         error_line(exc)
-        sys.exit(1)
+        sys.exit(2 if isinstance(exc, ConfigError | UnknownModel) else 1)
     except KeyboardInterrupt:
         error_line("interrupted")
         sys.exit(130)
@@ -189,4 +299,4 @@ def main() -> None:
         if debug or not isinstance(exc, ValidationError):
             raise
         error_line("; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()))
-        sys.exit(1)
+        sys.exit(2)

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import stat
 import tempfile
 from pathlib import Path
+from urllib.parse import quote
+
+from PIL import Image
 
 from dotsocr.errors import OutputError
+from dotsocr.layout import DocumentResult, PageResult
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)  # read once, at import, while no other thread can be creating files
@@ -49,3 +55,100 @@ def _mode_for(target: Path) -> int:
         return stat.S_IMODE(target.stat().st_mode)  # keep an existing file's permissions
     except FileNotFoundError:
         return 0o666 & ~_UMASK
+
+
+MARKERS = ".dotsocr"  # the folder of completion markers inside an output folder
+
+
+class ResultWriter:
+    """Writes each document's outputs into a folder, page by page, and marks it done.
+
+    ``NAME.md`` and ``NAME.json`` are written when the document is complete; picture
+    crops go to ``NAME_files/`` and annotated pages (with ``png``) to ``NAME_pages/`` as
+    their pages finish. A marker with the settings' fingerprint is written last, so a
+    rerun skips exactly the documents whose outputs are complete for the same settings.
+    """
+
+    def __init__(
+        self, folder: Path, formats: frozenset[str], fingerprint: str, include_furniture: bool
+    ) -> None:
+        self.folder = folder
+        self.formats = formats
+        self.fingerprint = fingerprint
+        self.include_furniture = include_furniture
+        self._pages: dict[str, dict[int, str]] = {}
+
+    def clean_leftovers(self) -> int:
+        """Remove temporary files that a killed run left behind; return how many."""
+        removed = 0
+        if self.folder.is_dir():
+            for leftover in self.folder.rglob(".*.part"):
+                leftover.unlink(missing_ok=True)
+                removed += 1
+        return removed
+
+    def is_done(self, name: str, source_stamp: str) -> bool:
+        marker = self._marker(name)
+        try:
+            recorded = json.loads(marker.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        outputs = [self.folder / p for p in recorded.get("outputs", [])]
+        return recorded.get("fingerprint") == self._stamp(source_stamp) and all(
+            p.is_file() for p in outputs
+        )
+
+    def page(self, name: str, result: PageResult, image: Image.Image | None) -> None:
+        """Keep the page's Markdown and write its picture crops and annotated image."""
+        from dotsocr.render import render_annotated, render_markdown, to_png_bytes
+
+        doc = DocumentResult(source=name, pages=[result])
+        files = f"{Path(name).name}_files/"
+        markdown = render_markdown(
+            doc,
+            page_images={result.index: image} if image is not None else None,
+            include_furniture=self.include_furniture,
+            pictures="files" if "md" in self.formats else "omit",
+            asset_prefix=quote(files),
+        )
+        for asset, data in markdown.assets.items():
+            write_atomic(self.folder / f"{name}_files" / asset, data)
+        self._pages.setdefault(name, {})[result.index] = markdown.text
+        if "png" in self.formats and image is not None:
+            drawn = render_annotated(result, image)
+            write_atomic(self._page_png(name, result.index), to_png_bytes(drawn))
+
+    def document(self, name: str, result: DocumentResult, source_stamp: str) -> list[Path]:
+        """Write the document's Markdown, JSON and text, then its completion marker."""
+        from dotsocr.render import render_json, render_text
+
+        pages = self._pages.pop(name, {})
+        written: list[Path] = []
+        if "md" in self.formats:
+            text = "\n".join(pages[i].rstrip("\n") + "\n" for i in sorted(pages) if pages[i])
+            written.append(self._write(f"{name}.md", text))
+        if "json" in self.formats:
+            written.append(self._write(f"{name}.json", render_json(result)))
+        if "txt" in self.formats:
+            text = render_text(result, include_furniture=self.include_furniture)
+            written.append(self._write(f"{name}.txt", text))
+        if "png" in self.formats:
+            written += [self._page_png(name, p.index) for p in result.pages if p.width]
+        outputs = [str(p.relative_to(self.folder)) for p in written]
+        marker = {"fingerprint": self._stamp(source_stamp), "outputs": outputs}
+        write_atomic(self._marker(name), json.dumps(marker, indent=1))
+        return written
+
+    def _write(self, relative: str, text: str) -> Path:
+        path = self.folder / relative
+        write_atomic(path, text)
+        return path
+
+    def _page_png(self, name: str, index: int) -> Path:
+        return self.folder / f"{name}_pages" / f"page-{index + 1:04d}.png"
+
+    def _marker(self, name: str) -> Path:
+        return self.folder / MARKERS / f"{name}.done.json"
+
+    def _stamp(self, source_stamp: str) -> str:
+        return hashlib.sha256(f"{self.fingerprint}|{source_stamp}".encode()).hexdigest()

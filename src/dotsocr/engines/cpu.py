@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import statistics
 import threading
 import time
@@ -37,7 +38,11 @@ TITLE_RATIO = 1.4  # capitals this much taller than the body's, at the top: a ti
 MAX_HEADING_WORDS = 12
 SENTENCE_END = ".,;:!?"
 GOOD_CONFIDENCE = 60  # Tesseract's mean word confidence (0-100) below which we look again
-EDGE_BAND = 0.06  # the top and bottom 6% of a page hold its running headers and footers
+EDGE_BAND = 0.06
+# A bullet glyph as Tesseract reads it ("•" often comes out as e, ¢ or «), then a capital.
+_BULLET = re.compile(
+    r"^[•·▪◦●○∙*\-–eo¢«©»]\s+(?=[A-Z0-9])"
+)  # the top and bottom 6% of a page hold its running headers and footers
 
 
 def tessdata_dirs() -> list[Path]:
@@ -259,7 +264,9 @@ def _cells(blocks: list[_Block], width: int, height: int) -> list[dict[str, Any]
     cells = []
     for position, block in enumerate(blocks):
         category, text = _category(block, position, blocks, body, height), block.text
-        if category == "Title":
+        if category == "List-item":
+            text = _BULLET.sub("- ", text, count=1)
+        elif category == "Title":
             text = f"# {text}"
         elif category == "Section-header":
             text = f"## {text}"
@@ -269,6 +276,8 @@ def _cells(blocks: list[_Block], width: int, height: int) -> list[dict[str, Any]
 
 def _category(block: _Block, position: int, blocks: list[_Block], body: float, height: int) -> str:
     words = block.text.split()
+    if _BULLET.match(block.text):
+        return "List-item"
     one_liner = block.lines == 1 and len(words) <= MAX_HEADING_WORDS
     if one_liner and block.bbox[3] <= height * EDGE_BAND:
         return "Page-header"

@@ -118,6 +118,7 @@ class ModelProfile(Protocol):
     tasks: tuple[str, ...]
     default_task: str
     max_pixels: int  # the largest image the model takes; pages are capped to it
+    temperature: float  # the default sampling temperature
 
     def model_size(self, width: int, height: int, max_pixels: int | None = None) -> tuple[int, int]:
         """The (width, height) the model sees for an image of this size."""
@@ -142,6 +143,12 @@ class ModelProfile(Protocol):
         dpi: float | None = None,
     ) -> PreparedPage:
         """Resize a page image for the model; ``width`` x ``height`` is the page frame."""
+        ...
+
+    def request_text(
+        self, task: str, geometry: Geometry | None = None, box: BBox | None = None
+    ) -> str:
+        """The text of the user message for ``task`` (what the server counts as text tokens)."""
         ...
 
     def build_request(

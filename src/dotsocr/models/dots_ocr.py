@@ -176,6 +176,12 @@ class DotsOCR:
         x1, y1, x2, y2 = geometry.to_model(box)
         return f"{PROMPTS[task]}[{x1}, {y1}, {x2}, {y2}]"
 
+    def request_text(
+        self, task: str, geometry: Geometry | None = None, box: BBox | None = None
+    ) -> str:
+        """The text part of the user message, image placeholder included."""
+        return IMAGE_PREFIX + self.prompt(task, geometry, box)
+
     def build_request(
         self,
         page: PreparedPage,
@@ -185,7 +191,7 @@ class DotsOCR:
         max_tokens: int | None = None,
         temperature: float | None = None,
     ) -> ChatRequest:
-        text = IMAGE_PREFIX + self.prompt(task, page.geometry, box)
+        text = self.request_text(task, page.geometry, box)
         content = [
             {"type": "image_url", "image_url": {"url": page.data_url()}},
             {"type": "text", "text": text},

@@ -1,0 +1,280 @@
+"""``dotsocr ocr``: inputs to sources, the engine to use, the pipeline to outputs, a summary.
+
+What the command does, without the terminal: the CLI gives it options and a reporter
+and prints what it is told.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from dotsocr.document import DocumentOptions
+from dotsocr.document.sources import DOCUMENT_SUFFIXES
+from dotsocr.engines.base import Engine
+from dotsocr.errors import ConfigError, EngineError, NotADocument
+from dotsocr.layout import BBox, DocumentResult, PageStatus
+from dotsocr.models import ModelProfile
+from dotsocr.output import ResultWriter
+from dotsocr.pipeline import (
+    DocumentStarted,
+    PageDone,
+    Pipeline,
+    PipelineOptions,
+    Source,
+)
+
+FORMATS = frozenset({"md", "json", "txt", "png"})
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    inputs: list[str]
+    output: Path | None = None
+    formats: frozenset[str] = frozenset({"md", "json"})
+    task: str = "layout_all"
+    box: BBox | None = None
+    document: DocumentOptions = field(default_factory=DocumentOptions)
+    engine: str = "auto"  # auto | server | cpu
+    server: str | None = None
+    model: str | None = None
+    api_key: str | None = None
+    concurrency: int | None = None
+    languages: str = "eng"
+    include_furniture: bool = False
+    force: bool = False
+
+
+class Reporter(Protocol):
+    def note(self, message: str) -> None: ...
+    def started(self, source: str, pages: int) -> None: ...
+    def page(self, source: str, status: PageStatus) -> None: ...
+    def document(self, source: str, status: str) -> None: ...
+
+
+@dataclass
+class Summary:
+    documents: Counter = field(default_factory=Counter)
+    pages: Counter = field(default_factory=Counter)
+    failures: list[str] = field(default_factory=list)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    seconds: float = 0.0
+    page_markdown: dict[int, str] = field(default_factory=dict)  # for stdout, without -o
+
+    @property
+    def markdown(self) -> str:
+        pages = self.page_markdown
+        return "\n".join(pages[i].rstrip("\n") + "\n" for i in sorted(pages) if pages[i])
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+    def lines(self) -> list[str]:
+        pages = sum(self.pages.values())
+        rate = pages / self.seconds if self.seconds else 0.0
+        docs = ", ".join(f"{n} {k}" for k, n in sorted(self.documents.items())) or "none"
+        by_status = ", ".join(f"{n} {k}" for k, n in sorted(self.pages.items())) or "none"
+        out = [
+            f"documents: {sum(self.documents.values())} ({docs})",
+            f"pages: {pages} ({by_status})",
+            f"time: {self.seconds:.1f} s, {rate:.2f} pages/s",
+        ]
+        if self.prompt_tokens or self.completion_tokens:
+            out.append(f"tokens: {self.prompt_tokens:,} in, {self.completion_tokens:,} out")
+        return out
+
+
+def expand_inputs(inputs: list[str]) -> Iterator[tuple[Source, str] | NotADocument]:
+    """Sources with their output names: files, folders (mirrored), globs and ``-``."""
+    for raw in inputs:
+        if raw == "-":
+            yield Source("<stdin>", sys.stdin.buffer.read()), "stdin"
+            continue
+        path = Path(raw)
+        if not path.exists() and glob.has_magic(raw):
+            matches = sorted(Path(m) for m in glob.glob(raw, recursive=True) if Path(m).is_file())
+            if not matches:
+                yield NotADocument(raw, "no file matches this pattern")
+            for match in matches:
+                yield Source(str(match), match), match.stem
+            continue
+        if path.is_dir():
+            found = False
+            for child in sorted(path.rglob("*")):
+                relative = child.relative_to(path)
+                if (
+                    child.is_file()
+                    and not any(p.startswith(".") for p in relative.parts)
+                    and child.suffix.lower() in DOCUMENT_SUFFIXES
+                ):
+                    found = True
+                    yield Source(str(child), child), str(relative.with_suffix(""))
+            if not found:
+                yield NotADocument(raw, "no PDF or image files in this folder")
+            continue
+        yield Source(raw, path), path.stem
+
+
+def _unique(name: str, taken: set[str]) -> str:
+    candidate, n = name, 1
+    while candidate in taken:
+        n += 1
+        candidate = f"{name}-{n}"
+    taken.add(candidate)
+    return candidate
+
+
+def _stamp(source: Source) -> str:
+    """What identifies an input's content cheaply: size and modification time, or a hash."""
+    if isinstance(source.data, bytes):
+        return hashlib.sha256(source.data).hexdigest()
+    stat = source.data.stat()
+    return f"{source.data.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+
+
+async def open_engine(options: BatchOptions, stack: AsyncExitStack, reporter: Reporter) -> Engine:
+    """The server when one is configured and answers (or asked for), else the CPU engine."""
+    from dotsocr.engines.cpu import CPUEngine
+    from dotsocr.engines.openai import OpenAIEngine
+
+    url = options.server or os.environ.get("DOTSOCR_SERVER_URL")
+    if options.engine in ("auto", "server") and url:
+        engine = OpenAIEngine(
+            url,
+            api_key=options.api_key or os.environ.get("DOTSOCR_API_KEY"),
+            model=options.model,
+            concurrency=options.concurrency or 64,
+        )
+        try:
+            return await stack.enter_async_context(engine)
+        except EngineError as exc:
+            if options.engine == "server":
+                raise
+            reporter.note(f"server {url} did not answer ({exc}): using the embedded CPU engine")
+    elif options.engine == "server":
+        raise ConfigError(
+            "no server configured: pass --server URL or set DOTSOCR_SERVER_URL, or use --engine cpu"
+        )
+    elif options.engine == "auto":
+        reporter.note(
+            "no server configured (--server or DOTSOCR_SERVER_URL): using the embedded CPU "
+            "engine (Tesseract)"
+        )
+    return await stack.enter_async_context(CPUEngine(options.languages, options.concurrency))
+
+
+async def run_batch(options: BatchOptions, profile: ModelProfile, reporter: Reporter) -> Summary:
+    """Run every input through the pipeline; write outputs or collect Markdown for stdout."""
+    unknown = options.formats - FORMATS
+    if unknown:
+        raise ConfigError(f"unknown format {', '.join(sorted(unknown))}: use md, json, txt, png")
+    if options.task not in profile.tasks:
+        raise ConfigError(
+            f"unknown task {options.task!r}: choose one of {', '.join(profile.tasks)}"
+        )
+    summary = Summary()
+    started = time.perf_counter()
+    names: dict[str, str] = {}
+    stamps: dict[str, str] = {}
+    sources: list[Source] = []
+    taken: set[str] = set()
+    fingerprint = _fingerprint(options, profile)
+    writer = (
+        ResultWriter(options.output, options.formats, fingerprint, options.include_furniture)
+        if options.output
+        else None
+    )
+    if writer:
+        writer.clean_leftovers()
+    for item in expand_inputs(options.inputs):
+        if isinstance(item, NotADocument):
+            summary.failures.append(str(item))
+            continue
+        source, name = item
+        name = _unique(name, taken)
+        stamp = _stamp(source) if writer else ""
+        if writer and not options.force and writer.is_done(name, stamp):
+            summary.documents["skipped (done)"] += 1
+            reporter.document(source.name, "skipped")
+            continue
+        key = f"{len(sources)}"
+        sources.append(Source(key, source.data))
+        names[key], stamps[key] = name, stamp
+        names[f"label:{key}"] = source.name
+    if writer is None and len(sources) > 1:
+        raise ConfigError("several inputs need an output folder: pass -o DIR")
+    async with AsyncExitStack() as stack:
+        if sources:
+            engine = await open_engine(options, stack, reporter)
+            concurrency = options.concurrency or getattr(engine, "threads", None) or 64
+            pipeline_options = PipelineOptions(
+                task=options.task, box=options.box, concurrency=concurrency,
+                document=options.document,
+            )  # fmt: skip
+            pipeline = Pipeline(engine, profile, pipeline_options)
+            async for event in pipeline.run(sources):
+                _handle(event, names, stamps, writer, summary, reporter)
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _handle(event, names, stamps, writer, summary: Summary, reporter: Reporter) -> None:
+    if isinstance(event, DocumentStarted):
+        reporter.started(names[f"label:{event.source}"], event.pages)
+        return
+    if isinstance(event, PageDone):
+        result = event.result
+        summary.pages[result.status.value] += 1
+        summary.prompt_tokens += result.prompt_tokens or 0
+        summary.completion_tokens += result.completion_tokens or 0
+        if writer:
+            writer.page(names[event.source], result, event.image)
+        else:
+            from dotsocr.render import render_markdown
+
+            page = DocumentResult(source=event.source, pages=[result])
+            summary.page_markdown[result.index] = render_markdown(page, pictures="omit").text
+        reporter.page(names[f"label:{event.source}"], result.status)
+        return
+    label = names[f"label:{event.result.source}"]
+    document = event.result
+    if event.error:
+        summary.documents["failed"] += 1
+        summary.failures.append(event.error.replace(event.result.source, label, 1))
+        reporter.document(label, "failed")
+        return
+    status = document.status
+    summary.documents[status] += 1
+    for page in document.pages:
+        if page.status is PageStatus.FAILED:
+            summary.failures.append(f"{label}: page {page.number}: {page.error}")
+    if writer:
+        document = document.model_copy(update={"source": label})
+        writer.document(names[event.result.source], document, stamps[event.result.source])
+    reporter.document(label, status)
+
+
+def _fingerprint(options: BatchOptions, profile: ModelProfile) -> str:
+    settings = {
+        "task": options.task,
+        "box": options.box,
+        "document": options.document.model_dump(exclude={"password"}),
+        "formats": sorted(options.formats),
+        "model": options.model or profile.name,
+        "engine": options.engine,
+        "server": options.server,
+        "furniture": options.include_furniture,
+    }
+    return json.dumps(settings, sort_keys=True, default=str)
