@@ -236,3 +236,28 @@ def test_stand_in_answers_in_the_real_servers_shapes(vllm_server):
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+def test_ocr_command_through_the_real_server(vllm_server, tmp_path):
+    """Random weights answer gibberish, so the ladder's later steps run for real."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    data = Path(__file__).parent / "data"
+    result = subprocess.run(
+        [sys.executable, "-m", "dotsocr", "ocr", data / "multi_page.pdf", "--pages", "1-2",
+         "--server", vllm_server.url, "-o", tmp_path, "--concurrency", "4"],
+        capture_output=True, text=True, timeout=600,
+        env={"PATH": os.environ["PATH"], "HOME": str(Path.home())},
+    )  # fmt: skip
+    assert "Traceback" not in result.stderr and "CPU engine" not in result.stderr
+    doc = json.loads((tmp_path / "multi_page.json").read_text())
+    for page in doc["pages"]:
+        assert page["status"] in ("ok", "repaired", "fallback", "failed")
+        assert page["prompt_tokens"] and page["attempts"] >= 1
+        if page["status"] == "fallback":  # it climbed the whole ladder
+            assert page["attempts"] == 4 and page["notes"][0].startswith("attempt 1 (layout_all")
+    assert any(page["attempts"] > 1 for page in doc["pages"])  # gibberish is not layout JSON
+    assert result.returncode == (1 if any(p["status"] == "failed" for p in doc["pages"]) else 0)

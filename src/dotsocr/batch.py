@@ -222,6 +222,7 @@ async def run_batch(options: BatchOptions, profile: ModelProfile, reporter: Repo
             pipeline_options = PipelineOptions(
                 task=options.task, box=options.box, concurrency=concurrency,
                 document=options.document,
+                keep_images=writer is not None and bool({"md", "png"} & options.formats),
             )  # fmt: skip
             pipeline = Pipeline(engine, profile, pipeline_options)
             async for event in pipeline.run(sources):

@@ -226,9 +226,11 @@ def ocr(
     import asyncio
 
     from dotsocr.batch import BatchOptions, run_batch
+    from dotsocr.memory import tune_malloc
     from dotsocr.models import get_profile
     from dotsocr.progress import make_reporter
 
+    tune_malloc()
     options = BatchOptions(
         inputs=inputs,
         output=output,

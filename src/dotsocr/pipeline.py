@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
@@ -42,6 +43,8 @@ class PipelineOptions:
     temperatures: tuple[float, ...] = (0.1, 0.3, 0.6)  # one attempt each, warmer each time
     fallback_task: str | None = "ocr"  # plain text when layout answers stay unusable
     document: DocumentOptions = field(default_factory=DocumentOptions)
+    render_ahead: int = 2  # pages rendered and waiting for a free slot: memory stays flat
+    keep_images: bool = True  # hand page images on with PageDone (for crops and drawings)
 
 
 @dataclass
@@ -92,7 +95,7 @@ class Pipeline:
     async def run(self, sources: Iterable[Source]) -> AsyncIterator[Event]:
         """Yield events as pages finish; every source ends with one DocumentDone."""
         events: asyncio.Queue[Event | None] = asyncio.Queue()
-        work: asyncio.Queue[_Work | None] = asyncio.Queue(maxsize=self.options.concurrency)
+        work: asyncio.Queue[_Work | None] = asyncio.Queue(maxsize=self.options.render_ahead)
         pending: dict[int, dict[str, Any]] = {}
         workers = [
             asyncio.create_task(self._worker(work, events, pending))
@@ -146,8 +149,9 @@ class Pipeline:
         try:
             while (item := await work.get()) is not None:
                 result = await self._page(item)
-                image = item.page.image if item.page else None
-                await events.put(PageDone(item.source, result, image))
+                keep = item.page is not None and self.options.keep_images
+                await events.put(PageDone(item.source, result, item.page.image if keep else None))
+                item.page = None  # let the image go as soon as nothing needs it
                 state = pending[item.key]
                 state["pages"].append(result)
                 if len(state["pages"]) == state["total"]:
@@ -189,6 +193,8 @@ class Pipeline:
             try:
                 prepared, request = await self._request(page, task, temperature)
                 answer = await self.engine.infer(prepared, request)
+                geometry = prepared.geometry
+                del prepared, request
             except (EngineError, PageTooExtreme) as exc:
                 return PageResult(**base, status=PageStatus.FAILED, error=str(exc),
                                   attempts=attempt, notes=notes, raw=raw)  # fmt: skip
@@ -197,7 +203,7 @@ class Pipeline:
             tokens[1] += answer.completion_tokens or 0
             box = self.options.box if task == "grounding" else None
             parsed = self.profile.parse(
-                answer.text, prepared.geometry, task, finish_reason=answer.finish_reason, box=box
+                answer.text, geometry, task, finish_reason=answer.finish_reason, box=box
             )
             usable = parsed.status is not PageStatus.FALLBACK if task == main else parsed.cells
             if not usable:
@@ -240,6 +246,8 @@ class Pipeline:
                 prepared, task, box=box, temperature=temperature,
                 max_tokens=plan.max_tokens if plan else None,
             )  # fmt: skip
+            if not getattr(self.engine, "reads_pixels", True):
+                prepared = dataclasses.replace(prepared, image=None)  # sent as a data URL
             return prepared, request
 
         return await asyncio.to_thread(build)

@@ -28,6 +28,8 @@ class Engine(Protocol):
     and give back text, finish reason, usage and latency.
     """
 
+    reads_pixels: bool  # False: the request's encoded image is all it needs
+
     async def __aenter__(self) -> Self: ...
 
     async def __aexit__(self, *exc: object) -> None: ...

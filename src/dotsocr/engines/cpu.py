@@ -88,6 +88,7 @@ class CPUEngine:
     """
 
     name = "cpu"
+    reads_pixels = True
 
     def __init__(self, languages: str = "eng", threads: int | None = None) -> None:
         known = available_languages()

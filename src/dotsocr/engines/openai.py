@@ -74,6 +74,9 @@ class _Retryable(Exception):
 class OpenAIEngine:
     """Chat completions against an OpenAI-compatible server.
 
+    The page travels inside the request as a data URL, so ``reads_pixels`` is False and
+    callers may drop the resized image before sending.
+
     Args:
         base_url: the server, e.g. ``http://127.0.0.1:8000`` (a trailing ``/v1`` is fine).
         api_key: sent as a Bearer token when given.
@@ -87,6 +90,8 @@ class OpenAIEngine:
         >>> async with OpenAIEngine("http://127.0.0.1:8000") as engine:
         ...     answer = await engine.infer(page, profile.build_request(page, "layout_all"))
     """
+
+    reads_pixels = False
 
     def __init__(
         self,

@@ -50,12 +50,14 @@ class Geometry:
 class PreparedPage:
     """A page image sized for the model, with its geometry and token cost."""
 
-    image: Image.Image
+    image: Image.Image | None  # None once encoded, for engines that do not read pixels
     geometry: Geometry
     image_tokens: int
     dpi: float | None = None  # of the page frame (a PDF's render), when known
 
     def data_url(self, compress_level: int = PNG_COMPRESS_LEVEL) -> str:
+        if self.image is None:
+            raise ValueError("the prepared image was already released")
         buffer = io.BytesIO()
         self.image.save(buffer, "PNG", compress_level=compress_level)
         return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
