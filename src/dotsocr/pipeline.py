@@ -24,7 +24,7 @@ from dotsocr.engines.base import Engine
 from dotsocr.errors import DocumentError, DotsOCRError, EngineError, PageTooExtreme
 from dotsocr.layout import BBox, DocumentResult, PageResult, PageStatus
 from dotsocr.models import ModelProfile, estimate_text_tokens
-from dotsocr.models.base import ChatRequest, Geometry, PreparedPage
+from dotsocr.models.base import Geometry, PreparedPage
 
 
 @dataclass(frozen=True)
@@ -189,21 +189,27 @@ class Pipeline:
         notes: list[str] = []
         tokens = [0, 0]
         raw = None
+        try:
+            prepared, max_tokens = await self._prepare(page, {task for task, _ in steps})
+        except (EngineError, PageTooExtreme) as exc:
+            return PageResult(**base, status=PageStatus.FAILED, error=str(exc), notes=notes)
+        if not self.options.keep_images and prepared.image is None:
+            page.image = None  # type: ignore[assignment]  # all that is sent is encoded
         for attempt, (task, temperature) in enumerate(steps, start=1):
+            box = self.options.box if task == "grounding" else None
+            request = self.profile.build_request(
+                prepared, task, box=box, temperature=temperature, max_tokens=max_tokens
+            )
             try:
-                prepared, request = await self._request(page, task, temperature)
                 answer = await self.engine.infer(prepared, request)
-                geometry = prepared.geometry
-                del prepared, request
-            except (EngineError, PageTooExtreme) as exc:
+            except EngineError as exc:
                 return PageResult(**base, status=PageStatus.FAILED, error=str(exc),
                                   attempts=attempt, notes=notes, raw=raw)  # fmt: skip
             raw = answer.text
             tokens[0] += answer.prompt_tokens or 0
             tokens[1] += answer.completion_tokens or 0
-            box = self.options.box if task == "grounding" else None
             parsed = self.profile.parse(
-                answer.text, geometry, task, finish_reason=answer.finish_reason, box=box
+                answer.text, prepared.geometry, task, finish_reason=answer.finish_reason, box=box
             )
             usable = parsed.status is not PageStatus.FALLBACK if task == main else parsed.cells
             if not usable:
@@ -223,31 +229,36 @@ class Pipeline:
             prompt_tokens=tokens[0] or None, completion_tokens=tokens[1] or None,
         )  # fmt: skip
 
-    async def _request(self, page: Page, task: str, temperature: float):
-        """Plan, resize and encode the page for one request (the heavy part off the loop)."""
+    async def _prepare(self, page: Page, tasks: set[str]) -> tuple[PreparedPage, int | None]:
+        """Size and encode the page once for every step of its ladder.
+
+        Planned for each task the ladder may ask, keeping the smallest budgets, so that
+        one image and one answer budget fit them all.
+        """
         profile = self.profile
-        box = self.options.box if task == "grounding" else None
         max_model_len = getattr(getattr(self.engine, "info", None), "max_model_len", None)
-        plan = None
+        max_pixels: int | None = None
+        max_tokens: int | None = None
         if max_model_len:
             size = profile.model_size(page.image.width, page.image.height)
-            text = profile.request_text(task, Geometry(page.width, page.height, *size), box)
+            geometry = Geometry(page.width, page.height, *size)
             counter = getattr(self.engine, "text_tokens", None)
-            counted = await counter(text) if counter else None
-            plan = profile.plan(
-                page.image.width, page.image.height,
-                text_tokens=counted or estimate_text_tokens(text), max_model_len=max_model_len,
-            )  # fmt: skip
+            for task in sorted(tasks):
+                box = self.options.box if task == "grounding" else None
+                text = profile.request_text(task, geometry, box)
+                counted = await counter(text) if counter else None
+                plan = profile.plan(
+                    page.image.width, page.image.height,
+                    text_tokens=counted or estimate_text_tokens(text), max_model_len=max_model_len,
+                )  # fmt: skip
+                max_pixels = min(max_pixels or plan.max_pixels, plan.max_pixels)
+                max_tokens = min(max_tokens or plan.max_tokens, plan.max_tokens)
 
-        def build() -> tuple[PreparedPage, ChatRequest]:
-            max_pixels = plan.max_pixels if plan else None
+        def build() -> PreparedPage:
             prepared = profile.prepare(page.image, page.width, page.height, max_pixels, page.dpi)
-            request = profile.build_request(
-                prepared, task, box=box, temperature=temperature,
-                max_tokens=plan.max_tokens if plan else None,
-            )  # fmt: skip
-            if not getattr(self.engine, "reads_pixels", True):
-                prepared = dataclasses.replace(prepared, image=None)  # sent as a data URL
-            return prepared, request
+            if getattr(self.engine, "reads_pixels", True):
+                return prepared
+            prepared.data_url()  # encode now, off the event loop
+            return dataclasses.replace(prepared, image=None)  # the data URL is what is sent
 
-        return await asyncio.to_thread(build)
+        return await asyncio.to_thread(build), max_tokens

@@ -43,6 +43,7 @@ class StandIn:
     slow_seconds: float = 5.0
     retry_after: str = "0.2"
     faults: deque[str] = field(default_factory=deque)
+    record: bool = True  # keep request bodies for tests to read (benchmarks turn it off)
     requests: list[dict[str, Any]] = field(default_factory=list)
     arrivals: list[float] = field(default_factory=list)
     in_flight: int = 0
@@ -121,7 +122,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _chat(self, body: dict[str, Any]) -> None:
         state = self.state
         with state.lock:
-            state.requests.append(body)
+            if state.record:
+                state.requests.append(body)
             state.arrivals.append(time.monotonic())
             fault = state.faults.popleft() if state.faults else None
         if fault in ("500", "503", "503-bare", "429"):

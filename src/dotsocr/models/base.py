@@ -54,13 +54,18 @@ class PreparedPage:
     geometry: Geometry
     image_tokens: int
     dpi: float | None = None  # of the page frame (a PDF's render), when known
+    # Encoded once, then shared by every request for the page (and by copies of it).
+    encoded: dict[int, str] = field(default_factory=dict, compare=False, repr=False)
 
     def data_url(self, compress_level: int = PNG_COMPRESS_LEVEL) -> str:
-        if self.image is None:
-            raise ValueError("the prepared image was already released")
-        buffer = io.BytesIO()
-        self.image.save(buffer, "PNG", compress_level=compress_level)
-        return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+        if compress_level not in self.encoded:
+            if self.image is None:
+                raise ValueError("the prepared image was released before it was encoded")
+            buffer = io.BytesIO()
+            self.image.save(buffer, "PNG", compress_level=compress_level)
+            data = base64.b64encode(buffer.getvalue()).decode("ascii")
+            self.encoded[compress_level] = "data:image/png;base64," + data
+        return self.encoded[compress_level]
 
 
 @dataclass
