@@ -38,6 +38,12 @@ def test_one_input_prints_markdown_and_says_which_engine(tmp_path):
     assert "pages: 1 (1 ok)" in result.stderr
 
 
+def test_languages_are_listed():
+    result = dotsocr("languages")
+    assert result.returncode == 0
+    assert any(line.startswith("eng\t") for line in result.stdout.splitlines())
+
+
 def test_stdin_is_an_input(corpus):
     data = (corpus / "tesseract_test/testing/phototest.tif").read_bytes()
     result = subprocess.run(

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Protocol
 
 from dotsocr.document import DocumentOptions
-from dotsocr.document.sources import DOCUMENT_SUFFIXES
+from dotsocr.document.sources import walk_folder
 from dotsocr.engines.base import Engine
 from dotsocr.errors import ConfigError, EngineError, NotADocument
 from dotsocr.layout import BBox, DocumentResult, PageStatus
@@ -112,15 +112,9 @@ def expand_inputs(inputs: list[str]) -> Iterator[tuple[Source, str] | NotADocume
             continue
         if path.is_dir():
             found = False
-            for child in sorted(path.rglob("*")):
-                relative = child.relative_to(path)
-                if (
-                    child.is_file()
-                    and not any(p.startswith(".") for p in relative.parts)
-                    and child.suffix.lower() in DOCUMENT_SUFFIXES
-                ):
-                    found = True
-                    yield Source(str(child), child), str(relative.with_suffix(""))
+            for child in walk_folder(path):
+                found = True
+                yield Source(str(child), child), str(child.relative_to(path).with_suffix(""))
             if not found:
                 yield NotADocument(raw, "no PDF or image files in this folder")
             continue

