@@ -27,6 +27,7 @@ from dotsocr.layout import BBox, DocumentResult, PageStatus
 from dotsocr.models import ModelProfile
 from dotsocr.output import ResultWriter
 from dotsocr.pipeline import (
+    DocumentDone,
     DocumentStarted,
     PageDone,
     Pipeline,
@@ -169,6 +170,13 @@ async def open_engine(options: BatchOptions, stack: AsyncExitStack, reporter: Re
     return await stack.enter_async_context(CPUEngine(options.languages, options.concurrency))
 
 
+@dataclass(frozen=True)
+class _Input:
+    label: str  # as the user named it
+    name: str  # its outputs' name in the output folder
+    stamp: str  # what identifies its content, for resume
+
+
 async def run_batch(options: BatchOptions, profile: ModelProfile, reporter: Reporter) -> Summary:
     """Run every input through the pipeline; write outputs or collect Markdown for stdout."""
     unknown = options.formats - FORMATS
@@ -180,85 +188,84 @@ async def run_batch(options: BatchOptions, profile: ModelProfile, reporter: Repo
         )
     summary = Summary()
     started = time.perf_counter()
-    names: dict[str, str] = {}
-    stamps: dict[str, str] = {}
+    writer = None
+    if options.output:
+        fingerprint = _fingerprint(options, profile)
+        writer = ResultWriter(
+            options.output, options.formats, fingerprint, options.include_furniture
+        )
+        writer.clean_leftovers()
+    inputs: list[_Input] = []
     sources: list[Source] = []
     taken: set[str] = set()
-    fingerprint = _fingerprint(options, profile)
-    writer = (
-        ResultWriter(options.output, options.formats, fingerprint, options.include_furniture)
-        if options.output
-        else None
-    )
-    if writer:
-        writer.clean_leftovers()
     for item in expand_inputs(options.inputs):
         if isinstance(item, NotADocument):
             summary.failures.append(str(item))
             continue
         source, name = item
-        name = _unique(name, taken)
-        stamp = _stamp(source) if writer else ""
-        if writer and not options.force and writer.is_done(name, stamp):
+        planned = _Input(source.name, _unique(name, taken), _stamp(source) if writer else "")
+        if writer and not options.force and writer.is_done(planned.name, planned.stamp):
             summary.documents["skipped (done)"] += 1
             reporter.document(source.name, "skipped")
             continue
-        key = f"{len(sources)}"
-        sources.append(Source(key, source.data))
-        names[key], stamps[key] = name, stamp
-        names[f"label:{key}"] = source.name
+        inputs.append(planned)
+        sources.append(source)
     if writer is None and len(sources) > 1:
         raise ConfigError("several inputs need an output folder: pass -o DIR")
+    if not sources:
+        summary.seconds = time.perf_counter() - started
+        return summary
     async with AsyncExitStack() as stack:
-        if sources:
-            engine = await open_engine(options, stack, reporter)
-            concurrency = options.concurrency or getattr(engine, "threads", None) or 64
-            pipeline_options = PipelineOptions(
-                task=options.task, box=options.box, concurrency=concurrency,
-                document=options.document,
-                keep_images=writer is not None and bool({"md", "png"} & options.formats),
-            )  # fmt: skip
-            pipeline = Pipeline(engine, profile, pipeline_options)
-            async for event in pipeline.run(sources):
-                _handle(event, names, stamps, writer, summary, reporter)
+        engine = await open_engine(options, stack, reporter)
+        pipeline_options = PipelineOptions(
+            task=options.task,
+            box=options.box,
+            concurrency=options.concurrency or getattr(engine, "threads", None) or 64,
+            document=options.document,
+            keep_images=writer is not None and bool({"md", "png"} & options.formats),
+        )
+        pipeline = Pipeline(engine, profile, pipeline_options)
+        async for event in pipeline.run(sources):
+            _handle(event, inputs[event.key], writer, summary, reporter)
     summary.seconds = time.perf_counter() - started
     return summary
 
 
-def _handle(event, names, stamps, writer, summary: Summary, reporter: Reporter) -> None:
+def _handle(
+    event: DocumentStarted | PageDone | DocumentDone,
+    item: _Input,
+    writer: ResultWriter | None,
+    summary: Summary,
+    reporter: Reporter,
+) -> None:
     if isinstance(event, DocumentStarted):
-        reporter.started(names[f"label:{event.source}"], event.pages)
-        return
-    if isinstance(event, PageDone):
+        reporter.started(item.label, event.pages)
+    elif isinstance(event, PageDone):
         result = event.result
         summary.pages[result.status.value] += 1
         summary.prompt_tokens += result.prompt_tokens or 0
         summary.completion_tokens += result.completion_tokens or 0
         if writer:
-            writer.page(names[event.source], result, event.image)
+            writer.page(item.name, result, event.image)
         else:
             from dotsocr.render import render_markdown
 
-            page = DocumentResult(source=event.source, pages=[result])
+            page = DocumentResult(source=item.label, pages=[result])
             summary.page_markdown[result.index] = render_markdown(page, pictures="omit").text
-        reporter.page(names[f"label:{event.source}"], result.status)
-        return
-    label = names[f"label:{event.result.source}"]
-    document = event.result
-    if event.error:
+        reporter.page(item.label, result.status)
+    elif event.error:
         summary.documents["failed"] += 1
-        summary.failures.append(event.error.replace(event.result.source, label, 1))
-        reporter.document(label, "failed")
-        return
-    status = document.status
-    summary.documents[status] += 1
-    for page in document.pages:
-        if page.status is PageStatus.FAILED:
-            summary.failures.append(f"{label}: page {page.number}: {page.error}")
-    if writer:
-        document = document.model_copy(update={"source": label})
-        writer.document(names[event.result.source], document, stamps[event.result.source])
-    reporter.document(label, status)
+        summary.failures.append(event.error)
+        reporter.document(item.label, "failed")
+    else:
+        document = event.result
+        summary.documents[document.status] += 1
+        for page in document.pages:
+            if page.status is PageStatus.FAILED:
+                summary.failures.append(f"{item.label}: page {page.number}: {page.error}")
+        if writer:
+            writer.document(item.name, document, item.stamp)
+        reporter.document(item.label, document.status)
 
 
 def _fingerprint(options: BatchOptions, profile: ModelProfile) -> str:

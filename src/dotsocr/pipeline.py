@@ -49,12 +49,14 @@ class PipelineOptions:
 
 @dataclass
 class DocumentStarted:
+    key: int  # the source's position in the input: names may repeat
     source: str
     pages: int
 
 
 @dataclass
 class PageDone:
+    key: int
     source: str
     result: PageResult
     image: Image.Image | None  # the page, for outputs that crop or draw on it
@@ -62,6 +64,7 @@ class PageDone:
 
 @dataclass
 class DocumentDone:
+    key: int
     result: DocumentResult
     error: str | None = None  # the document could not be opened at all
 
@@ -124,11 +127,12 @@ class Pipeline:
                 try:
                     document = await asyncio.to_thread(self._open, source)
                 except DotsOCRError as exc:
-                    await events.put(DocumentDone(DocumentResult(source=source.name), str(exc)))
+                    document = DocumentResult(source=source.name)
+                    await events.put(DocumentDone(key, document, str(exc)))
                     continue
                 with document:
                     pending[key] = {"total": len(document.selected), "pages": []}
-                    await events.put(DocumentStarted(source.name, len(document.selected)))
+                    await events.put(DocumentStarted(key, source.name, len(document.selected)))
                     pages = document.pages()
                     while (page := await asyncio.to_thread(next, pages, None)) is not None:
                         if isinstance(page, Page):
@@ -150,7 +154,8 @@ class Pipeline:
             while (item := await work.get()) is not None:
                 result = await self._page(item)
                 keep = item.page is not None and self.options.keep_images
-                await events.put(PageDone(item.source, result, item.page.image if keep else None))
+                image = item.page.image if keep else None
+                await events.put(PageDone(item.key, item.source, result, image))
                 item.page = None  # let the image go as soon as nothing needs it
                 state = pending[item.key]
                 state["pages"].append(result)
@@ -163,7 +168,7 @@ class Pipeline:
                         task=self.options.task,
                         pages=pages,
                     )
-                    await events.put(DocumentDone(document))
+                    await events.put(DocumentDone(item.key, document))
         finally:
             await events.put(None)
 
