@@ -23,7 +23,7 @@ from dotsocr.document import DocumentOptions
 from dotsocr.document.sources import walk_folder
 from dotsocr.engines.base import Engine
 from dotsocr.errors import ConfigError, EngineError, NotADocument
-from dotsocr.layout import BBox, DocumentResult, PageStatus
+from dotsocr.layout import BBox, PageStatus
 from dotsocr.models import ModelProfile
 from dotsocr.output import ResultWriter
 from dotsocr.pipeline import (
@@ -71,12 +71,7 @@ class Summary:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     seconds: float = 0.0
-    page_markdown: dict[int, str] = field(default_factory=dict)  # for stdout, without -o
-
-    @property
-    def markdown(self) -> str:
-        pages = self.page_markdown
-        return "\n".join(pages[i].rstrip("\n") + "\n" for i in sorted(pages) if pages[i])
+    markdown: str = ""  # for stdout, when there is no output folder
 
     @property
     def ok(self) -> bool:
@@ -247,11 +242,6 @@ def _handle(
         summary.completion_tokens += result.completion_tokens or 0
         if writer:
             writer.page(item.name, result, event.image)
-        else:
-            from dotsocr.render import render_markdown
-
-            page = DocumentResult(source=item.label, pages=[result])
-            summary.page_markdown[result.index] = render_markdown(page, pictures="omit").text
         reporter.page(item.label, result.status)
     elif event.error:
         summary.documents["failed"] += 1
@@ -265,6 +255,10 @@ def _handle(
                 summary.failures.append(f"{item.label}: page {page.number}: {page.error}")
         if writer:
             writer.document(item.name, document, item.stamp)
+        else:
+            from dotsocr.render import render_markdown
+
+            summary.markdown += render_markdown(document, pictures="omit").text
         reporter.document(item.label, document.status)
 
 

@@ -251,7 +251,7 @@ def ocr(
         raise typer.BadParameter("the grounding task needs --bbox x1,y1,x2,y2")
     with make_reporter() as reporter:
         summary = asyncio.run(run_batch(options, get_profile("dots.ocr"), reporter))
-    if output is None and summary.page_markdown:
+    if output is None and summary.markdown:
         sys.stdout.write(summary.markdown)
     for line in summary.lines():
         typer.echo(line, err=True)

@@ -63,9 +63,10 @@ MARKERS = ".dotsocr"  # the folder of completion markers inside an output folder
 class ResultWriter:
     """Writes each document's outputs into a folder, page by page, and marks it done.
 
-    ``NAME.md`` and ``NAME.json`` are written when the document is complete; picture
-    crops go to ``NAME_files/`` and annotated pages (with ``png``) to ``NAME_pages/`` as
-    their pages finish. A marker with the settings' fingerprint is written last, so a
+    Picture crops go to ``NAME_files/`` and annotated pages (with ``png``) to
+    ``NAME_pages/`` as their pages finish, while the pixels are at hand; ``NAME.md``
+    and ``NAME.json`` are written when the document is complete (running headers are
+    known only then). A marker with the settings' fingerprint is written last, so a
     rerun skips exactly the documents whose outputs are complete for the same settings.
     """
 
@@ -76,7 +77,6 @@ class ResultWriter:
         self.formats = formats
         self.fingerprint = fingerprint
         self.include_furniture = include_furniture
-        self._pages: dict[str, dict[int, str]] = {}
 
     def clean_leftovers(self) -> int:
         """Remove temporary files that a killed run left behind; return how many."""
@@ -99,34 +99,33 @@ class ResultWriter:
         )
 
     def page(self, name: str, result: PageResult, image: Image.Image | None) -> None:
-        """Keep the page's Markdown and write its picture crops and annotated image."""
+        """Write the page's picture crops and annotated image while its pixels are here."""
         from dotsocr.render import render_annotated, render_markdown, to_png_bytes
 
-        doc = DocumentResult(source=name, pages=[result])
-        files = f"{Path(name).name}_files/"
-        markdown = render_markdown(
-            doc,
-            page_images={result.index: image} if image is not None else None,
-            include_furniture=self.include_furniture,
-            pictures="files" if "md" in self.formats else "omit",
-            asset_prefix=quote(files),
-        )
-        for asset, data in markdown.assets.items():
-            write_atomic(self.folder / f"{name}_files" / asset, data)
-        self._pages.setdefault(name, {})[result.index] = markdown.text
-        if "png" in self.formats and image is not None:
+        if image is None:
+            return
+        if "md" in self.formats:
+            doc = DocumentResult(source=name, pages=[result])
+            crops = render_markdown(doc, page_images={result.index: image}, pictures="files")
+            for asset, data in crops.assets.items():
+                write_atomic(self.folder / f"{name}_files" / asset, data)
+        if "png" in self.formats:
             drawn = render_annotated(result, image)
             write_atomic(self._page_png(name, result.index), to_png_bytes(drawn))
 
     def document(self, name: str, result: DocumentResult, source_stamp: str) -> list[Path]:
         """Write the document's Markdown, JSON and text, then its completion marker."""
-        from dotsocr.render import render_json, render_text
+        from dotsocr.render import render_json, render_markdown, render_text
 
-        pages = self._pages.pop(name, {})
         written: list[Path] = []
         if "md" in self.formats:
-            text = "\n".join(pages[i].rstrip("\n") + "\n" for i in sorted(pages) if pages[i])
-            written.append(self._write(f"{name}.md", text))
+            markdown = render_markdown(
+                result,
+                include_furniture=self.include_furniture,
+                pictures="linked",
+                asset_prefix=quote(f"{Path(name).name}_files/"),
+            )
+            written.append(self._write(f"{name}.md", markdown.text))
         if "json" in self.formats:
             written.append(self._write(f"{name}.json", render_json(result)))
         if "txt" in self.formats:

@@ -22,6 +22,7 @@ from PIL import Image
 from dotsocr.document import Document, DocumentOptions, Page, open_document
 from dotsocr.engines.base import Engine
 from dotsocr.errors import DocumentError, DotsOCRError, EngineError, PageTooExtreme
+from dotsocr.furniture import mark_running_furniture
 from dotsocr.layout import BBox, DocumentResult, PageResult, PageStatus
 from dotsocr.models import ModelProfile, estimate_text_tokens
 from dotsocr.models.base import Geometry, PreparedPage
@@ -162,6 +163,7 @@ class Pipeline:
                 if len(state["pages"]) == state["total"]:
                     del pending[item.key]
                     pages = sorted(state["pages"], key=lambda r: r.index)
+                    mark_running_furniture(pages)
                     document = DocumentResult(
                         source=item.source,
                         model=self.profile.name,

@@ -18,7 +18,7 @@ from PIL import Image
 from dotsocr.layout import FURNITURE, Cell, DocumentResult, PageResult, PageStatus
 from dotsocr.render._common import image_box, join_blocks, strip_math, to_png_bytes, trim_block
 
-PictureMode = Literal["files", "inline", "omit"]
+PictureMode = Literal["files", "inline", "omit", "linked"]
 
 _DELIMITER = re.compile(r"(?<!\\)(?:\$|\\\[|\\\])")  # $, \[ or \], but not \$ or \\[2pt]
 _HEADINGS = {"Title": "# ", "Section-header": "## "}
@@ -56,7 +56,8 @@ def render_markdown(
         page_images: page index -> page image, used to crop pictures; any pixel size.
         include_furniture: keep Page-header and Page-footer cells.
         pictures: ``files`` links to PNGs returned in ``assets``, ``inline`` embeds
-            them as data URIs, ``omit`` leaves pictures out.
+            them as data URIs, ``omit`` leaves pictures out, ``linked`` links to the
+            files an earlier ``files`` rendering returned (no image needed).
         asset_prefix: put before each asset name in links, e.g. ``"doc_files/"``.
 
     Returns:
@@ -68,8 +69,8 @@ def render_markdown(
         >>> out.text.startswith("# ")
         True
     """
-    if pictures not in ("files", "inline", "omit"):
-        raise ValueError(f"pictures must be 'files', 'inline' or 'omit', not {pictures!r}")
+    if pictures not in ("files", "inline", "omit", "linked"):
+        raise ValueError(f"pictures must be files, inline, omit or linked, not {pictures!r}")
     images = page_images or {}
     assets: dict[str, bytes] = {}
     blocks: list[str] = []
@@ -114,12 +115,14 @@ def _picture(
 ) -> str:
     if mode == "omit":
         return ""
+    name = f"page-{page.number:04d}-picture-{position:02d}.png"
+    if mode == "linked":  # written earlier, page by page, with "files"
+        return f"![Picture]({prefix}{name})"
     box = image_box(cell.bbox, page, image.size) if image is not None else None
     if image is None or box is None or box[0] >= box[2] or box[1] >= box[3]:  # nothing to crop
         return html_comment("Picture " + ",".join(str(v) for v in cell.bbox))
     png = to_png_bytes(image.crop(box))
     if mode == "inline":
         return f"![Picture](data:image/png;base64,{base64.b64encode(png).decode('ascii')})"
-    name = f"page-{page.number:04d}-picture-{position:02d}.png"
     assets[name] = png
     return f"![Picture]({prefix}{name})"

@@ -1,0 +1,55 @@
+"""Running headers and footers found by repetition across a document's pages.
+
+A line that comes back near the top or the bottom of most pages (page numbers and
+dates aside) is a running header or footer, wherever its page put it: relabelled as
+Page-header or Page-footer, it leaves the Markdown as dots.ocr's own furniture does.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+
+from dotsocr.layout import FURNITURE, Cell, PageResult
+
+BAND = 0.15  # how far from the top or bottom a running line may sit
+MAX_WORDS = 15
+MIN_SHARE = 0.5  # of the pages, and at least two
+_DIGITS = re.compile(r"\d+")
+
+
+def _key(cell: Cell, page: PageResult) -> tuple[str, str] | None:
+    """(edge, text with numbers masked) for a short text cell near an edge."""
+    if cell.category in FURNITURE or not cell.text or not page.height:
+        return None
+    if len(cell.text.split()) > MAX_WORDS:
+        return None
+    top, bottom = cell.bbox[1] / page.height, cell.bbox[3] / page.height
+    edge = "top" if bottom <= BAND else "bottom" if top >= 1 - BAND else None
+    if edge is None:
+        return None
+    text = " ".join(_DIGITS.sub("#", cell.text.lstrip("#* ").lower()).split())
+    return (edge, text) if text else None
+
+
+def mark_running_furniture(pages: list[PageResult]) -> int:
+    """Relabel repeated edge lines in place; return how many cells changed."""
+    if len(pages) < 2:
+        return 0
+    seen: Counter[tuple[str, str]] = Counter()
+    for page in pages:
+        seen.update({key for cell in page.cells if (key := _key(cell, page)) is not None})
+    running = {k for k, n in seen.items() if n >= 2 and n >= MIN_SHARE * len(pages)}
+    changed = 0
+    for page in pages:
+        before = changed
+        for position, cell in enumerate(page.cells):
+            key = _key(cell, page)
+            if key in running:
+                category = "Page-header" if key[0] == "top" else "Page-footer"
+                text = cell.text.lstrip("#* ") if cell.text else cell.text
+                page.cells[position] = cell.model_copy(update={"category": category, "text": text})
+                changed += 1
+        if changed > before:
+            page.notes.append("running header or footer found by repetition across pages")
+    return changed
