@@ -111,3 +111,10 @@ def test_pages_of_all_documents_share_one_in_flight_limit(server):
     events = run(server, sources, concurrency=3)
     assert len(documents(events)) == 6 and server.most_in_flight == 3
     assert sum(isinstance(e, PageDone) for e in events) == 6
+
+
+def test_an_unexpected_error_opening_one_source_does_not_stop_the_others(server):
+    events = run(server, [Source("weird", 42), Source("good.png", png())])  # 42: not a source
+    weird, good = sorted(documents(events), key=lambda d: d.key)
+    assert weird.error.startswith("weird: unexpected ") and "please report" in weird.error
+    assert good.error is None and good.result.status == "ok"

@@ -91,10 +91,12 @@ class Pipeline:
         ...         ...
     """
 
-    def __init__(self, engine: Engine, profile: ModelProfile, options: PipelineOptions) -> None:
+    def __init__(
+        self, engine: Engine, profile: ModelProfile, options: PipelineOptions | None = None
+    ) -> None:
         self.engine = engine
         self.profile = profile
-        self.options = options
+        self.options = options or PipelineOptions()
 
     async def run(self, sources: Iterable[Source]) -> AsyncIterator[Event]:
         """Yield events as pages finish; every source ends with one DocumentDone."""
@@ -127,9 +129,15 @@ class Pipeline:
             for key, source in enumerate(sources):
                 try:
                     document = await asyncio.to_thread(self._open, source)
-                except DotsOCRError as exc:
-                    document = DocumentResult(source=source.name)
-                    await events.put(DocumentDone(key, document, str(exc)))
+                except Exception as exc:  # a bug of ours must not cost the other documents
+                    message = (
+                        str(exc)
+                        if isinstance(exc, DotsOCRError)
+                        else (
+                            f"{source.name}: unexpected {type(exc).__name__}: {exc} (please report)"
+                        )
+                    )
+                    await events.put(DocumentDone(key, DocumentResult(source=source.name), message))
                     continue
                 with document:
                     pending[key] = {"total": len(document.selected), "pages": []}
@@ -263,7 +271,7 @@ class Pipeline:
 
         def build() -> PreparedPage:
             prepared = profile.prepare(page.image, page.width, page.height, max_pixels, page.dpi)
-            if getattr(self.engine, "reads_pixels", True):
+            if self.engine.reads_pixels:
                 return prepared
             prepared.data_url()  # encode now, off the event loop
             return dataclasses.replace(prepared, image=None)  # the data URL is what is sent
