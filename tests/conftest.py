@@ -45,3 +45,18 @@ def vllm_server(tmp_path_factory):
     handle = server.start(tmp_path_factory.mktemp("vllm"))
     yield handle
     handle.stop()
+
+
+@pytest.fixture
+def standin():
+    """The stand-in vLLM server on loopback (tests/vllm_support/standin.py); set its fields
+    to inject faults."""
+    from vllm_support.standin import StandIn, start
+
+    state = StandIn()
+    httpd = start(state)
+    try:
+        yield state
+    finally:
+        httpd.shutdown()
+        httpd.server_close()

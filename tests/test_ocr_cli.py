@@ -153,3 +153,31 @@ def test_killed_run_resumes_to_identical_outputs(tmp_path):
 
     assert content(resumed) == content(clean)
     assert not list(resumed.rglob("*.part")) and not list(resumed.rglob(".*.part"))
+
+
+def test_max_pixels_matches_a_server_with_a_lower_cap(tmp_path):
+    """A server planned with a pixel cap must get pages no larger, or its boxes would be
+    in another frame than ours."""
+    import base64
+
+    from PIL import Image
+
+    from vllm_support.standin import StandIn, start
+
+    state = StandIn()
+    server = start(state)
+    try:
+        for cap in (None, 1_000_000):
+            flags = ["--max-pixels", cap] if cap else []
+            result = dotsocr("ocr", DATA / "multi_page.pdf", "--pages", "1", "--server",
+                             state.url, *flags)  # fmt: skip
+            assert result.returncode == 0, result.stderr
+    finally:
+        server.shutdown()
+    sizes = []
+    for request in state.requests:
+        url = request["messages"][0]["content"][0]["image_url"]["url"]
+        image = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
+        sizes.append(image.width * image.height)
+    assert sizes[0] > 2_000_000  # the page at 200 DPI
+    assert sizes[-1] <= 1_000_000

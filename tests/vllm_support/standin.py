@@ -43,12 +43,19 @@ class StandIn:
     slow_seconds: float = 5.0
     retry_after: str = "0.2"
     faults: deque[str] = field(default_factory=deque)
+    health: int = 200  # what /health answers; vLLM says 503 once its engine is dead
     record: bool = True  # keep request bodies for tests to read (benchmarks turn it off)
     requests: list[dict[str, Any]] = field(default_factory=list)
     arrivals: list[float] = field(default_factory=list)
     in_flight: int = 0
     most_in_flight: int = 0
     url: str = ""
+    metrics: str = ""  # a fixed /metrics page for tests; empty: live figures, as vLLM's
+    waiting: int = 0
+    prompt_tokens: int = 0
+    generation_tokens: int = 0
+    finished: dict[str, int] = field(default_factory=dict)  # finish reason -> requests
+    latencies: list[float] = field(default_factory=list)  # end to end, seconds
 
     def __post_init__(self) -> None:
         self.lock = threading.Lock()
@@ -85,9 +92,16 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         if self.path == "/health":
-            self._send(200, "")
+            self._send(self.state.health, "")
         elif self.path == "/version":
             self._send(200, {"version": "stand-in"})
+        elif self.path == "/metrics":
+            data = (self.state.metrics or live_metrics(self.state)).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
         elif self.path == "/v1/models":
             if self._authorised():
                 entry = {
@@ -162,8 +176,12 @@ class _Handler(BaseHTTPRequestHandler):
             )
             self._send(400, error_body(400, message, "BadRequestError"))
             return
+        arrived = time.monotonic()
+        with state.lock:
+            state.waiting += 1
         with state.slots:
             with state.lock:
+                state.waiting -= 1
                 state.in_flight += 1
                 state.most_in_flight = max(state.most_in_flight, state.in_flight)
             try:
@@ -172,6 +190,11 @@ class _Handler(BaseHTTPRequestHandler):
                 with state.lock:
                     state.in_flight -= 1
         text, finish = self._answer(fault, max_tokens)
+        with state.lock:
+            state.prompt_tokens += prompt_tokens
+            state.generation_tokens += len(text) // 4
+            state.finished[finish] = state.finished.get(finish, 0) + 1
+            state.latencies.append(time.monotonic() - arrived)
         self._send(
             200,
             {
@@ -237,6 +260,42 @@ def _decode_image(url: str) -> Image.Image:
     except (UnidentifiedImageError, OSError) as exc:
         raise ValueError(f"Failed to load image: {exc}") from None
     return image
+
+
+LATENCY_BUCKETS = (0.1, 0.3, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+def live_metrics(state: StandIn) -> str:
+    """/metrics as vLLM's V1 engine names it, from what the stand-in has served."""
+    labels = f'engine="0",model_name="{state.model}"'
+    with state.lock:
+        lines = [
+            "# TYPE vllm:num_requests_running gauge",
+            f"vllm:num_requests_running{{{labels}}} {state.in_flight}.0",
+            "# TYPE vllm:num_requests_waiting gauge",
+            f"vllm:num_requests_waiting{{{labels}}} {state.waiting}.0",
+            "# TYPE vllm:kv_cache_usage_perc gauge",
+            f"vllm:kv_cache_usage_perc{{{labels}}} {min(1.0, state.in_flight / 64)}",
+            "# TYPE vllm:prompt_tokens counter",
+            f"vllm:prompt_tokens_total{{{labels}}} {state.prompt_tokens}.0",
+            "# TYPE vllm:generation_tokens counter",
+            f"vllm:generation_tokens_total{{{labels}}} {state.generation_tokens}.0",
+            "# TYPE vllm:request_success counter",
+            *(
+                f'vllm:request_success_total{{{labels},finished_reason="{reason}"}} {n}.0'
+                for reason, n in sorted(state.finished.items())
+            ),
+        ]
+        # No streaming: the first token comes with the last, so TTFT is the whole latency.
+        for name in ("time_to_first_token_seconds", "e2e_request_latency_seconds"):
+            lines.append(f"# TYPE vllm:{name} histogram")
+            for bound in LATENCY_BUCKETS:
+                count = sum(1 for s in state.latencies if s <= bound)
+                lines.append(f'vllm:{name}_bucket{{{labels},le="{bound}"}} {count}.0')
+            lines.append(f'vllm:{name}_bucket{{{labels},le="+Inf"}} {len(state.latencies)}.0')
+            lines.append(f"vllm:{name}_sum{{{labels}}} {sum(state.latencies)}")
+            lines.append(f"vllm:{name}_count{{{labels}}} {len(state.latencies)}.0")
+    return "\n".join(lines) + "\n"
 
 
 def start(state: StandIn) -> ThreadingHTTPServer:

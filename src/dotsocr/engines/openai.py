@@ -105,7 +105,7 @@ class OpenAIEngine:
         retry: RetryPolicy | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
-        self.base_url = _normalise(base_url)
+        self.base_url = normalise_url(base_url)
         self.retry = retry or RetryPolicy()
         self.timeout = timeout
         self._wanted_model = model
@@ -165,23 +165,7 @@ class OpenAIEngine:
             data, attempts = await self._call(
                 "POST", "/v1/chat/completions", request.to_openai(self.model)
             )
-        try:
-            choice = data["choices"][0]
-            text = choice["message"].get("content") or ""
-        except (KeyError, IndexError, TypeError, AttributeError):
-            raise EngineError(
-                f"{self.base_url} answered without a message: {data!r:.200}"
-            ) from None
-        usage = data.get("usage")
-        usage = usage if isinstance(usage, dict) else {}
-        return EngineAnswer(
-            text=text,
-            finish_reason=choice.get("finish_reason"),
-            prompt_tokens=usage.get("prompt_tokens"),
-            completion_tokens=usage.get("completion_tokens"),
-            seconds=time.perf_counter() - started,
-            attempts=attempts,
-        )
+        return self._answer(data, started, attempts)
 
     async def text_tokens(self, prompt: str) -> int | None:
         """Tokens of a chat with ``prompt`` and no image (vLLM's /tokenize); None elsewhere."""
@@ -204,6 +188,41 @@ class OpenAIEngine:
             if len(self._text_tokens) > TEXT_TOKEN_CACHE:  # grounding prompts carry boxes
                 self._text_tokens.popitem(last=False)
         return self._text_tokens[prompt]
+
+    async def chat(
+        self, text: str, *, max_tokens: int = 512, temperature: float = 0.1
+    ) -> EngineAnswer:
+        """One text-only user message (no image): the classic client's --text, and smoke tests."""
+        body = {
+            "model": self.model,
+            "messages": [{"role": "user", "content": text}],
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+        }
+        async with self._slots:
+            started = time.perf_counter()
+            data, attempts = await self._call("POST", "/v1/chat/completions", body)
+        return self._answer(data, started, attempts)
+
+    def _answer(self, data: dict[str, Any], started: float, attempts: int) -> EngineAnswer:
+        """The text, finish reason and usage of a chat completion."""
+        try:
+            choice = data["choices"][0]
+            text = choice["message"].get("content") or ""
+        except (KeyError, IndexError, TypeError, AttributeError):
+            raise EngineError(
+                f"{self.base_url} answered without a message: {data!r:.200}"
+            ) from None
+        usage = data.get("usage")
+        usage = usage if isinstance(usage, dict) else {}
+        return EngineAnswer(
+            text=text,
+            finish_reason=choice.get("finish_reason"),
+            prompt_tokens=usage.get("prompt_tokens"),
+            completion_tokens=usage.get("completion_tokens"),
+            seconds=time.perf_counter() - started,
+            attempts=attempts,
+        )
 
     async def _call(
         self, method: str, path: str, body: dict[str, Any] | None = None
@@ -284,7 +303,8 @@ class OpenAIEngine:
         return BadRequest(f"{where} refused the request (HTTP {status}): {message}")
 
 
-def _normalise(base_url: str) -> str:
+def normalise_url(base_url: str) -> str:
+    """A server's root URL (no trailing slash or /v1); ConfigError when it is not http(s)."""
     url = base_url.strip().rstrip("/")
     url = url[: -len("/v1")] if url.endswith("/v1") else url
     try:

@@ -1,0 +1,114 @@
+"""The plan as a ``docker run`` of the official vLLM image, or as a Compose service."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from dotsocr.serve.plan import LaunchPlan
+
+IMAGE = "vllm/vllm-openai:v0.11.0"  # the first release with dots.ocr built in; pass --image
+CONTAINER_PORT = 8000
+CONTAINER_HF_HOME = "/root/.cache/huggingface"
+CONTAINER_MODELS = PurePosixPath("/models")
+# The image has Python but not necessarily curl.
+HEALTH_COMMAND = (
+    "python3 -c \"import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health')\""
+)
+START_PERIOD = "600s"  # download, load, profile and compile can take minutes
+
+
+def hf_home() -> Path:
+    """The host's Hugging Face folder, mounted so weights are downloaded once."""
+    configured = os.environ.get("HF_HOME")
+    return Path(configured) if configured else Path.home() / ".cache" / "huggingface"
+
+
+def _container_args(plan: LaunchPlan) -> tuple[list[str], list[str]]:
+    """The model argument and flags inside the container, and the extra volume it needs.
+
+    Inside, vLLM listens on 8000 on all interfaces; the host port is a port mapping.
+    A local model folder is mounted read-only under /models.
+    """
+    volumes: list[str] = []
+    model = plan.model
+    local = Path(model).expanduser()
+    if local.is_dir():
+        inside = CONTAINER_MODELS / local.name
+        volumes.append(f"{local.resolve()}:{inside}:ro")
+        model = str(inside)
+    args: list[str] = []
+    skip = {"--host", "--port"}
+    for choice in plan.choices:
+        if choice.flag in skip:
+            continue
+        args.append(choice.flag)
+        if choice.value is not None:
+            args.append(choice.value)
+    return [model, *args, "--host", "0.0.0.0", "--port", str(CONTAINER_PORT)], volumes
+
+
+def docker_run_argv(
+    plan: LaunchPlan, *, image: str = IMAGE, name: str = "dotsocr-vllm", offline: bool = False
+) -> list[str]:
+    """``docker run`` with the GPUs, the HF cache, shared memory, a restart policy and a
+    health check; detached, so Docker restarts it after a crash."""
+    model_args, volumes = _container_args(plan)
+    port = plan.servers[0].port
+    argv = [
+        "docker", "run", "--detach", "--name", name,
+        "--gpus", "all", "--ipc=host",
+        "--restart", "unless-stopped",
+        "-p", f"{port}:{CONTAINER_PORT}",
+        "-v", f"{hf_home()}:{CONTAINER_HF_HOME}",
+        "--health-cmd", HEALTH_COMMAND,
+        "--health-interval", "30s", "--health-timeout", "10s", "--health-retries", "3",
+        "--health-start-period", START_PERIOD,
+    ]  # fmt: skip
+    for volume in volumes:
+        argv += ["-v", volume]
+    env = dict(plan.env)
+    if offline:
+        env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    for key in sorted(env):
+        argv += ["-e", key]  # the value comes from our environment, not the process list
+    return [*argv, image, *model_args]
+
+
+def compose(plan: LaunchPlan, *, image: str = IMAGE, offline: bool = False) -> dict[str, Any]:
+    """A docker-compose document with the vLLM service; later services join ``services``."""
+    model_args, volumes = _container_args(plan)
+    environment: dict[str, str] = {}
+    if "VLLM_API_KEY" in plan.env:  # the key itself stays out of the file
+        environment["VLLM_API_KEY"] = "${DOTSOCR_API_KEY:?set DOTSOCR_API_KEY}"
+    if offline:
+        environment.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    services: dict[str, Any] = {}
+    for server in plan.servers:
+        device: dict[str, Any] = {"driver": "nvidia", "capabilities": ["gpu"]}
+        if server.devices is None:
+            device["count"] = max(1, plan.card.count)
+        else:
+            device["device_ids"] = server.devices.split(",")
+        service: dict[str, Any] = {
+            "image": image,
+            "command": model_args,
+            "ipc": "host",
+            "ports": [f"{server.port}:{CONTAINER_PORT}"],
+            "volumes": [f"${{HF_HOME:-~/.cache/huggingface}}:{CONTAINER_HF_HOME}", *volumes],
+            "restart": "unless-stopped",
+            "healthcheck": {
+                "test": ["CMD-SHELL", HEALTH_COMMAND],
+                "interval": "30s",
+                "timeout": "10s",
+                "retries": 3,
+                "start_period": START_PERIOD,
+            },
+            "deploy": {"resources": {"reservations": {"devices": [device]}}},
+        }
+        if environment:
+            service["environment"] = environment
+        name = "vllm" if len(plan.servers) == 1 else f"vllm-{server.devices}"
+        services[name] = service
+    return {"services": services}

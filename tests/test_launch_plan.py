@@ -1,0 +1,269 @@
+"""The launch plan: every card size from 8 to 80 GB, checked against its own arithmetic."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dotsocr.errors import ConfigError, ServeError
+from dotsocr.models.serving import DOTS_OCR, GIB
+from dotsocr.serve.plan import (
+    MAX_SEQS,
+    PROMPT_TOKENS,
+    Card,
+    PlanOptions,
+    card_for,
+    parse_size,
+    plan,
+    plan_cpu,
+)
+
+# (card, GiB, compute capability): the sizes people run dots.ocr on.
+CARDS = [
+    ("RTX 4060", 8, (8, 9)),
+    ("RTX 3070", 8, (8, 6)),
+    ("RTX 3060", 12, (8, 6)),
+    ("T4", 16, (7, 5)),
+    ("RTX 4080", 16, (8, 9)),
+    ("L4", 24, (8, 9)),
+    ("RTX A6000", 48, (8, 6)),
+    ("A100", 80, (8, 0)),
+    ("H100", 80, (9, 0)),
+]
+
+
+def _plan(gib: int, cc: tuple[int, int], **options) -> object:
+    return plan(Card("card", gib * GIB, None, cc), PlanOptions(**options))
+
+
+@pytest.mark.parametrize(("name", "gib", "cc"), CARDS)
+def test_every_card_gets_a_plan_that_adds_up(name, gib, cc):
+    p = _plan(gib, cc)
+    m = p.memory
+    assert all(c.reason for c in p.choices)  # every choice says why
+    utilization = float(p.value("--gpu-memory-utilization"))
+    assert m.budget == int(gib * GIB * utilization)
+    assert sum(size for _, size in m.rows) + m.kv_bytes == m.budget
+    assert m.kv_tokens == m.kv_bytes // m.kv_bytes_per_token
+    image_tokens = p.max_pixels // 784
+    max_model_len = int(p.value("--max-model-len"))
+    assert max_model_len >= image_tokens + PROMPT_TOKENS + 4096
+    assert m.kv_tokens >= max_model_len  # vLLM refuses to start otherwise
+    assert int(p.value("--max-num-seqs")) == max(1, min(MAX_SEQS, m.pages_at_once))
+    assert int(p.value("--max-num-batched-tokens")) >= image_tokens  # one page per step
+    assert json.loads(p.value("--limit-mm-per-prompt")) == {"image": 1}
+    assert p.value("--chat-template-content-format") == "string"
+    assert ("--enforce-eager" in p.args()) == (gib < 16)
+
+
+def test_the_model_facts_match_the_reference():
+    assert DOTS_OCR.decoder.kv_bytes_per_token() == 28 * 1024  # 2 x 28 x 2 x 128 x 2 B
+    assert DOTS_OCR.decoder.kv_bytes_per_token(1) == 14 * 1024
+    # Without flash attention the encoder's scores at full resolution are what made vLLM's
+    # profiler ask for 74 GiB.
+    full = DOTS_OCR.vision.activation_bytes(11_289_600, flash_attention=False)
+    assert 74 * GIB < full < 78 * GIB  # 74.2 GiB of scores + 2.3 GiB of the rest
+    assert DOTS_OCR.vision.activation_bytes(11_289_600, flash_attention=True) < 3 * GIB
+
+
+def test_big_cards_keep_full_resolution_and_16_bits():
+    p = _plan(80, (9, 0))
+    assert p.max_pixels == 11_289_600
+    assert p.value("--dtype") == "bfloat16"
+    assert p.value("--quantization") is None
+    assert p.value("--max-num-seqs") == str(MAX_SEQS)
+    assert p.value("--max-model-len") == "31744"  # 14,400 + 512 + 16,384, to a 1024 multiple
+
+
+def test_an_8gb_card_needs_fp8_and_says_why():
+    p = _plan(8, (8, 9))
+    choice = next(c for c in p.choices if c.flag == "--quantization")
+    assert choice.value == "fp8" and "16 bits do not fit" in choice.reason
+    assert p.value("--kv-cache-dtype") == "fp8"
+    older = _plan(8, (8, 6))  # Ampere: weight-only fp8, 16-bit KV cache
+    assert "weight-only" in next(c.reason for c in older.choices if c.flag == "--quantization")
+    assert older.value("--kv-cache-dtype") is None
+
+
+def test_pre_ampere_cards_get_float16_and_a_lower_pixel_cap():
+    p = _plan(16, (7, 5))
+    assert p.value("--dtype") == "float16"
+    assert p.max_pixels < 5_000 * 784  # quadratic attention in the vision encoder
+    assert any("quadratic" in label for label, _ in p.memory.rows)
+    with pytest.raises(ConfigError, match="cannot run fp8"):
+        _plan(16, (7, 5), quantization="fp8")
+
+
+def test_asking_for_fp8_or_no_quantization_is_obeyed():
+    assert _plan(80, (9, 0), quantization="fp8").value("--quantization") == "fp8"
+    p = _plan(12, (8, 9), quantization="none")
+    assert p.value("--quantization") is None and p.value("--kv-cache-dtype") is None
+    with pytest.raises(ServeError, match=r"in 16 bits \(--quantization none\)"):
+        _plan(8, (8, 9), quantization="none")
+
+
+def test_cards_too_small_or_too_busy_are_refused():
+    with pytest.raises(ServeError, match="does not fit"):
+        _plan(4, (8, 9))
+    with pytest.raises(ServeError, match="free"):
+        plan(Card("busy", 24 * GIB, 6 * GIB, (8, 9)))
+
+
+def test_free_memory_sets_the_utilization():
+    p = plan(Card("shared", 24 * GIB, 20 * GIB, (8, 9)))
+    assert p.value("--gpu-memory-utilization") == "0.81"  # (20 - 0.5) / 24
+
+
+def test_the_api_key_is_kept_out_of_the_process_list():
+    p = _plan(24, (8, 9), api_key="sekrit")
+    assert "sekrit" not in p.args()
+    assert p.env["VLLM_API_KEY"] == "sekrit"
+
+
+def test_several_gpus():
+    dp = plan(Card("L4", 24 * GIB, None, (8, 9), count=4))
+    assert dp.value("--data-parallel-size") == "4" and len(dp.servers) == 1
+    replicas = plan(Card("L4", 24 * GIB, None, (8, 9), 2), PlanOptions(multi_gpu="replicas"))
+    assert [(s.port, s.devices) for s in replicas.servers] == [(8000, "0"), (8001, "1")]
+
+
+def test_mixed_gpus_plan_for_the_smallest():
+    class G:
+        def __init__(self, name, total, cc):
+            self.name, self.total_bytes, self.free_bytes = name, total, total
+            self.compute_capability = cc
+
+    card = card_for([G("big", 80 * GIB, (9, 0)), G("small", 24 * GIB, (8, 9))])
+    assert (card.name, card.total_bytes, card.compute_capability, card.count) == (
+        "small", 24 * GIB, (8, 9), 2,
+    )  # fmt: skip
+
+
+def test_user_flags_replace_planned_ones():
+    p = _plan(24, (8, 9)).with_flags(["--max-model-len", "8192", "--enable-prefix-caching"])
+    args = p.args()
+    assert args.count("--max-model-len") == 1 and "8192" in args
+    assert "--no-enable-prefix-caching" not in args
+
+
+def test_the_cpu_plan_has_no_gpu_flags():
+    p = plan_cpu()
+    assert p.value("--dtype") is None and p.value("--gpu-memory-utilization") is None
+    assert p.env["VLLM_CPU_KVCACHE_SPACE"]
+
+
+@pytest.mark.parametrize(
+    ("text", "size"),
+    [("12GiB", 12 * GIB), ("24", 24 * GIB), ("16GB", 16 * 10**9), ("8192MiB", 8 * GIB)],
+)
+def test_memory_sizes(text, size):
+    assert parse_size(text) == size
+
+
+def test_bad_sizes_are_config_errors():
+    with pytest.raises(ConfigError, match="12 apples"):
+        parse_size("12 apples")
+
+
+def test_plan_command_prints_reasons_and_the_memory_arithmetic():
+    result = subprocess.run(
+        [sys.executable, "-m", "dotsocr", "plan", "--gpu-memory", "12GiB",
+         "--compute-capability", "8.6"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert "Launch plan for the card you named: 12.0 GiB, compute capability 8.6" in out
+    assert "weights (16-bit)" in out and "KV cache" in out and "28 KiB each" in out
+    assert "vllm serve rednote-hilab/dots.ocr" in out
+    assert "--max-pixels" in out  # what clients must pass to match the server's cap
+
+
+def test_plan_without_a_gpu_says_what_to_do():
+    result = subprocess.run(
+        [sys.executable, "-m", "dotsocr", "plan"], capture_output=True, text=True
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: no NVIDIA GPU found")
+    assert "--gpu-memory" in result.stderr
+
+
+@pytest.mark.vllm
+def test_vllms_own_parser_accepts_every_plan():
+    """vLLM's argument parser, from the installed CPU build, on the flags for every card."""
+    from vllm_support import server
+
+    if not server.installed():
+        pytest.skip("no vLLM install: run scripts/setup-vllm")
+    plans = [_plan(gib, cc).args() for _, gib, cc in CARDS]
+    plans.append(plan(Card("L4", 24 * GIB, None, (8, 9), 2)).args())
+    plans.append(plan_cpu().args())
+    script = """
+import json, sys
+from vllm.entrypoints.launchers.cli_args import make_arg_parser
+from vllm.utils.argparse_utils import FlexibleArgumentParser
+parser = make_arg_parser(FlexibleArgumentParser())
+for args in json.load(sys.stdin):
+    ns = parser.parse_args(["--model", "m", *args])
+    print(json.dumps([ns.max_model_len, ns.mm_processor_kwargs, ns.enable_prefix_caching,
+                      ns.quantization, ns.kv_cache_dtype]))
+"""
+    result = subprocess.run(
+        [server.python(), "-c", script], input=json.dumps(plans), capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    parsed = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(parsed) == len(plans)
+    for args, (max_model_len, kwargs, prefix, quant, kv) in zip(plans, parsed, strict=True):
+        assert max_model_len == int(args[args.index("--max-model-len") + 1])
+        assert kwargs == json.loads(args[args.index("--mm-processor-kwargs") + 1])
+        assert prefix is False
+        assert quant == (
+            args[args.index("--quantization") + 1] if "--quantization" in args else None
+        )
+        assert kv == (
+            args[args.index("--kv-cache-dtype") + 1] if "--kv-cache-dtype" in args else "auto"
+        )
+
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "launch-plans.md"
+TABLE_START, TABLE_END = "<!-- table: generated by tests/test_launch_plan.py -->", "<!-- end -->"
+
+
+def _table() -> str:
+    rows = [
+        "| card | GiB | cc | dtype | fp8 | util | max-model-len | pixel cap (tokens) | "
+        "max-num-seqs | batched tokens | eager | weights | vision | KV cache | KV tokens |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, size, cc in CARDS:
+        p = _plan(size, cc)
+        memory = dict(p.memory.rows)
+        weights = next(v for k, v in memory.items() if k.startswith("weights"))
+        vision = next(v for k, v in memory.items() if k.startswith("vision"))
+        fp8 = "+".join(f for f in ("--quantization", "--kv-cache-dtype") if p.value(f)) or "-"
+        fp8 = fp8.replace("--quantization", "weights").replace("--kv-cache-dtype", "KV")
+        rows.append(
+            f"| {name} | {size} | {cc[0]}.{cc[1]} | {p.value('--dtype')} | {fp8} | "
+            f"{p.value('--gpu-memory-utilization')} | {p.value('--max-model-len')} | "
+            f"{p.max_pixels // 784:,} | {p.value('--max-num-seqs')} | "
+            f"{p.value('--max-num-batched-tokens')} | {'yes' if size < 16 else 'no'} | "
+            f"{weights / GIB:.1f} | {vision / GIB:.1f} | {p.memory.kv_bytes / GIB:.1f} | "
+            f"{p.memory.kv_tokens:,} |"
+        )
+    return "\n".join(rows)
+
+
+def test_the_documented_table_is_what_the_planner_says():
+    text = DOC.read_text()
+    head, rest = text.split(TABLE_START)
+    _, tail = rest.split(TABLE_END)
+    current = f"{head}{TABLE_START}\n{_table()}\n{TABLE_END}{tail}"
+    if os.environ.get("DOTSOCR_REGEN") == "1":
+        DOC.write_text(current)
+    assert text == current, "docs/launch-plans.md is stale: run DOTSOCR_REGEN=1 pytest " + __file__
