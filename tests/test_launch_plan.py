@@ -6,9 +6,12 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from dotsocr.errors import ConfigError, ServeError
 from dotsocr.models.serving import DOTS_OCR, GIB
@@ -103,8 +106,10 @@ def test_asking_for_fp8_or_no_quantization_is_obeyed():
     assert _plan(80, (9, 0), quantization="fp8").value("--quantization") == "fp8"
     p = _plan(12, (8, 9), quantization="none")
     assert p.value("--quantization") is None and p.value("--kv-cache-dtype") is None
+    small = _plan(8, (8, 9), quantization="none")  # 16 bits fit with smaller pages only
+    assert small.value("--quantization") is None and small.max_pixels < 5_000 * 784
     with pytest.raises(ServeError, match=r"in 16 bits \(--quantization none\)"):
-        _plan(8, (8, 9), quantization="none")
+        _plan(6, (8, 9), quantization="none")
 
 
 def test_cards_too_small_or_too_busy_are_refused():
@@ -133,15 +138,19 @@ def test_several_gpus():
 
 
 def test_mixed_gpus_plan_for_the_smallest():
-    class G:
-        def __init__(self, name, total, cc):
-            self.name, self.total_bytes, self.free_bytes = name, total, total
-            self.compute_capability = cc
+    from dotsocr.serve.gpu import GPU
 
-    card = card_for([G("big", 80 * GIB, (9, 0)), G("small", 24 * GIB, (8, 9))])
+    big = GPU(2, "big", 80 * GIB, 60 * GIB, (9, 0), None)  # a quarter taken by someone else
+    small = GPU(3, "small", 24 * GIB, 24 * GIB, (8, 9), None)
+    card = card_for([big, small])
     assert (card.name, card.total_bytes, card.compute_capability, card.count) == (
         "small", 24 * GIB, (8, 9), 2,
     )  # fmt: skip
+    assert card.free_bytes == 18 * GIB  # the big card's free share, on the small card's size
+    assert card.devices == ("2", "3")
+    p = plan(card, PlanOptions(multi_gpu="replicas"))
+    assert [s.devices for s in p.servers] == ["2", "3"]
+    assert float(p.value("--gpu-memory-utilization")) * 80 * GIB <= 60 * GIB
 
 
 def test_user_flags_replace_planned_ones():
@@ -185,6 +194,15 @@ def test_plan_command_prints_reasons_and_the_memory_arithmetic():
 
 
 def test_plan_without_a_gpu_says_what_to_do():
+    from dotsocr.errors import NoGPU
+    from dotsocr.serve.gpu import discover
+
+    try:
+        discover()
+    except NoGPU:
+        pass
+    else:
+        pytest.skip("this machine has a GPU")
     result = subprocess.run(
         [sys.executable, "-m", "dotsocr", "plan"], capture_output=True, text=True
     )
@@ -267,3 +285,40 @@ def test_the_documented_table_is_what_the_planner_says():
     if os.environ.get("DOTSOCR_REGEN") == "1":
         DOC.write_text(current)
     assert text == current, "docs/launch-plans.md is stale: run DOTSOCR_REGEN=1 pytest " + __file__
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    total=st.floats(6, 96),
+    free_share=st.one_of(st.none(), st.floats(0.5, 1.0)),
+    cc=st.sampled_from([(7, 0), (7, 5), (8, 0), (8, 6), (8, 9), (9, 0), None]),
+    answer=st.one_of(st.none(), st.integers(1024, 20_000)),
+    pixels=st.one_of(st.none(), st.integers(3136, 12_000_000)),
+)
+def test_any_plan_adds_up_and_vllm_would_start(total, free_share, cc, answer, pixels):
+    total_bytes = int(total * GIB)
+    free = None if free_share is None else int(total_bytes * free_share)
+    options = PlanOptions(answer_tokens=answer, max_image_tokens=pixels // 784 if pixels else None)
+    try:
+        p = plan(Card("card", total_bytes, free, cc), options)
+    except ServeError:
+        return  # too small, or too busy: said in one line
+    m = p.memory
+    utilization = float(p.value("--gpu-memory-utilization"))
+    if free is not None:
+        assert utilization * total_bytes <= free  # vLLM refuses more than is free
+    assert sum(size for _, size in m.rows) + m.kv_bytes == m.budget
+    max_model_len = int(p.value("--max-model-len"))
+    assert m.kv_tokens >= max_model_len  # vLLM refuses a cache shorter than one sequence
+    assert max_model_len >= p.max_pixels // 784 + PROMPT_TOKENS + (answer or 4096)
+    assert int(p.value("--max-num-batched-tokens")) >= p.max_pixels // 784
+    quantized = p.value("--quantization") == "fp8"
+    assert not quantized or (cc is not None and cc >= (8, 0))
+    assert p.value("--kv-cache-dtype") is None or cc >= (8, 9)
+    if quantized:  # only when 16 bits cannot keep the same page with two in the cache
+        try:
+            plain = plan(Card("card", total_bytes, free, cc), replace(options, quantization="none"))
+        except ServeError:
+            return
+        two = 2 * int(plain.value("--max-model-len"))
+        assert plain.max_pixels < p.max_pixels or plain.memory.kv_tokens < two

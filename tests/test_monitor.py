@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import urllib.request
 from pathlib import Path
 
@@ -320,21 +321,28 @@ def test_monitor_against_real_vllm(vllm_server):
 
 def test_monitor_shows_live_figures_while_pages_are_read(standin, tmp_path):
     """The stand-in counts what it serves under vLLM's metric names, as vLLM does."""
-    standin.latency = 0.4
+    standin.latency = 0.5
     standin.slots = threading.Semaphore(2)  # two answered at once; the rest wait
-    pdf = Path(__file__).parent / "data" / "multi_page.pdf"
-    reading = subprocess.Popen(
-        [sys.executable, "-m", "dotsocr", "ocr", str(pdf), "--server", standin.url,
-         "-o", str(tmp_path / "out")],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    monitor = subprocess.Popen(
+        [sys.executable, "-m", "dotsocr", "monitor", "--server", standin.url, "--json",
+         "--interval", "0.2"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
-        result = dotsocr("monitor", "--server", standin.url, "--iterations", 6, "--interval",
-                         0.5, "--json")  # fmt: skip
+        first = monitor.stdout.readline()  # it is watching before the first page is sent
+        pdf = Path(__file__).parent / "data" / "multi_page.pdf"
+        reading = subprocess.run(
+            [sys.executable, "-m", "dotsocr", "ocr", str(pdf), "--server", standin.url,
+             "-o", str(tmp_path / "out")],
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert reading.returncode == 0, reading.stderr
+        time.sleep(0.6)  # a refresh after the last page
+        monitor.send_signal(signal.SIGINT)
+        rest, _ = monitor.communicate(timeout=30)
     finally:
-        assert reading.wait(timeout=120) == 0
-    assert result.returncode == 0, result.stderr
-    lines = [json.loads(line) for line in result.stdout.splitlines()]
+        monitor.kill()
+    lines = [json.loads(line) for line in (first + rest).splitlines()]
     assert any(line["running"] > 0 for line in lines)  # pages were in flight
     assert any(line["waiting"] > 0 for line in lines)  # more than its capacity of 2
     assert any((line["rates"]["pages_per_s"] or 0) > 0 for line in lines[1:])

@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -21,7 +22,51 @@ FAKE = Path(__file__).parent / "vllm_support" / "fake_vllm.py"
 DOTSOCR = [sys.executable, "-m", "dotsocr"]
 
 
-def _serve(tmp_path: Path, *extra: str, crashes: int = 0, env: dict | None = None):
+class Served:
+    """``dotsocr serve`` running as a child; its stderr is read by a thread, so a test that
+    waits for a line cannot hang past its timeout."""
+
+    def __init__(self, process: subprocess.Popen) -> None:
+        self.process = process
+        self.lines: list[str] = []
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+
+    def _read(self) -> None:
+        for line in self.process.stderr:
+            self.lines.append(line)
+
+    def text(self) -> str:
+        return "".join(self.lines)
+
+    def until(self, needle: str, timeout: float = 60.0) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if needle in self.text():
+                return self.text()
+            if not self.reader.is_alive():
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"{needle!r} never came:\n{self.text()}")
+
+    def finish(self, timeout: float = 60.0) -> str:
+        """Wait for it to exit; all it wrote."""
+        try:
+            self.process.wait(timeout=timeout)
+        finally:
+            self.process.kill()
+        self.reader.join(timeout=5)
+        return self.text()
+
+    def signal(self, signum: int) -> None:
+        self.process.send_signal(signum)
+
+    @property
+    def returncode(self) -> int | None:
+        return self.process.returncode
+
+
+def _serve(tmp_path: Path, *extra: str, crashes: int = 0, env: dict | None = None) -> Served:
     port = free_port()
     env = {
         **os.environ,
@@ -34,22 +79,11 @@ def _serve(tmp_path: Path, *extra: str, crashes: int = 0, env: dict | None = Non
         "--vllm-command", f"{sys.executable} {FAKE}", "--host", "127.0.0.1",
         "--port", str(port), "--restart-delay", "0.05",
     ]  # fmt: skip
-    return subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    return Served(
+        subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env
+        )
     )
-
-
-def _read_until(process: subprocess.Popen, needle: str, timeout: float = 60.0) -> str:
-    seen = []
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        line = process.stderr.readline()
-        if not line and process.poll() is not None:
-            break
-        seen.append(line)
-        if needle in line:
-            return "".join(seen)
-    raise AssertionError(f"{needle!r} never came:\n{''.join(seen)}")
 
 
 def _starts(tmp_path: Path) -> list[list[str]]:
@@ -58,57 +92,60 @@ def _starts(tmp_path: Path) -> list[list[str]]:
 
 
 def test_crashes_are_restarted_and_ctrl_c_stops_the_server_cleanly(tmp_path):
-    process = _serve(tmp_path, crashes=2)
-    try:
-        seen = _read_until(process, "ready in")
-        assert seen.count("vLLM exited with code 1") == 2
-        assert "restarting in" in seen and "(2/5)" in seen
-        assert "weights loaded in 0.5 s" in seen  # our progress, from vLLM's log
-        assert "CUDA out of memory" in seen  # vLLM's own lines are streamed
-        process.send_signal(signal.SIGINT)
-        _, rest = process.communicate(timeout=60)
-    finally:
-        process.kill()
-    assert process.returncode == 0
-    assert "stopped" in rest
+    served = _serve(tmp_path, crashes=2)
+    seen = served.until("ready in")
+    assert seen.count("vLLM exited with code 1") == 2
+    assert "restarting in" in seen and "(2/5)" in seen
+    assert "weights loaded in 0.5 s" in seen  # our progress, from vLLM's log
+    assert "weights loaded: 5.7 GiB in 12.3 s" in seen
+    assert "CUDA out of memory" in seen  # vLLM's own lines are streamed
+    served.signal(signal.SIGINT)
+    assert "stopped" in served.finish()
+    assert served.returncode == 0
     assert len(_starts(tmp_path)) == 3
     assert (tmp_path / "state" / "signal-3").read_text() == "SIGTERM"  # vLLM was asked to stop
 
 
 def test_a_second_ctrl_c_kills_a_server_that_will_not_stop(tmp_path):
-    process = _serve(tmp_path, env={"FAKE_VLLM_STUCK": "1"})
-    try:
-        _read_until(process, "ready in")
-        process.send_signal(signal.SIGINT)
-        time.sleep(1)
-        assert process.poll() is None  # still waiting for vLLM to finish
-        process.send_signal(signal.SIGINT)
-        _, rest = process.communicate(timeout=10)  # well before the 30 s grace
-    finally:
-        process.kill()
-    assert process.returncode == 0 and "stopped" in rest
+    served = _serve(tmp_path, env={"FAKE_VLLM_STUCK": "1"})
+    served.until("ready in")
+    served.signal(signal.SIGINT)
+    time.sleep(1)
+    assert served.process.poll() is None  # still waiting for vLLM to finish
+    served.signal(signal.SIGINT)
+    rest = served.finish(timeout=10)  # well before the 30 s grace
+    assert served.returncode == 0 and "stopped" in rest
     assert (tmp_path / "state" / "signal-1").read_text() == "SIGTERM"
 
 
 def test_it_gives_up_after_max_restarts_with_the_last_log_lines(tmp_path):
-    process = _serve(tmp_path, "--max-restarts", "2", crashes=10)
-    _, err = process.communicate(timeout=60)
-    assert process.returncode == 1
+    served = _serve(tmp_path, "--max-restarts", "2", crashes=10)
+    err = served.finish()
+    assert served.returncode == 1
     assert "giving up after 2 restart(s)" in err
     assert err.rstrip().endswith("Tried to allocate 74.00 GiB")
     assert len(_starts(tmp_path)) == 3
 
 
+def test_a_crash_is_seen_even_when_a_worker_keeps_the_log_open(tmp_path):
+    served = _serve(tmp_path, "--no-restart", env={"FAKE_VLLM_ORPHAN": "1"})
+    err = served.finish(timeout=30)  # not the worker's 300 s
+    assert served.returncode == 1 and "exited with code 3" in err
+    worker = (tmp_path / "state" / "worker-pid").read_text()
+    stat = Path(f"/proc/{worker}/stat")
+    assert not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z"
+
+
 def test_no_restart_means_one_try(tmp_path):
-    process = _serve(tmp_path, "--no-restart", crashes=1)
-    process.communicate(timeout=60)
-    assert process.returncode == 1
+    served = _serve(tmp_path, "--no-restart", crashes=1)
+    served.finish()
+    assert served.returncode == 1
     assert len(_starts(tmp_path)) == 1
 
 
 def test_extra_flags_pass_through_and_win_over_the_plan(tmp_path):
-    process = _serve(tmp_path, "--max-model-len", "2048", "--load-format=dummy")
-    _stop(process)
+    served = _serve(tmp_path, "--max-model-len", "2048", "--load-format=dummy")
+    _stop(served)
     (argv,) = _starts(tmp_path)
     assert argv.count("--max-model-len") == 1
     assert argv[argv.index("--max-model-len") + 1] == "2048"
@@ -117,35 +154,33 @@ def test_extra_flags_pass_through_and_win_over_the_plan(tmp_path):
     assert "--no-enable-prefix-caching" in argv  # the rest of the plan is kept
 
 
-def _stop(process: subprocess.Popen) -> None:
-    try:
-        _read_until(process, "ready in")
-        process.send_signal(signal.SIGTERM)
-        process.communicate(timeout=60)
-    finally:
-        process.kill()
+def _stop(served: Served) -> None:
+    served.until("ready in")
+    served.signal(signal.SIGTERM)
+    served.finish()
 
 
 def test_a_cached_hub_model_is_served_offline_and_the_key_travels_in_the_environment(tmp_path):
     from test_cache import hf_repo, model_files
 
     hub = tmp_path / "hub"
-    hf_repo(hub, "rednote-hilab/dots.ocr", model_files(tmp_path))
-    process = _serve(
+    snapshot = hf_repo(hub, "rednote-hilab/dots.ocr", model_files(tmp_path))
+    served = _serve(
         tmp_path, "--model", "rednote-hilab/dots.ocr", "--api-key", "sekrit",
         env={"HF_HUB_CACHE": str(hub), "VLLM_CPU_KVCACHE_SPACE": "3"},
     )  # fmt: skip
-    _stop(process)
+    _stop(served)
     (argv,) = _starts(tmp_path)
     env = json.loads((tmp_path / "state" / "env-1.json").read_text())
-    assert argv[argv.index("--model") + 1] == "rednote-hilab/dots.ocr"  # served by its name
+    assert argv[argv.index("--model") + 1] == str(snapshot)  # the complete revision itself
+    assert argv[argv.index("--served-model-name") + 1] == "model"
     assert env == {"HF_HUB_OFFLINE": "1", "VLLM_API_KEY": "sekrit", "VLLM_CPU_KVCACHE_SPACE": "3"}
     assert "sekrit" not in argv
 
 
 def test_an_uncached_hub_model_is_left_to_vllm_to_download(tmp_path):
-    process = _serve(tmp_path, "--model", "org/not-here", env={"HF_HUB_CACHE": str(tmp_path)})
-    _stop(process)
+    served = _serve(tmp_path, "--model", "org/not-here", env={"HF_HUB_CACHE": str(tmp_path)})
+    _stop(served)
     env = json.loads((tmp_path / "state" / "env-1.json").read_text())
     assert env["HF_HUB_OFFLINE"] is None and env["VLLM_CPU_KVCACHE_SPACE"] == "2"
 
@@ -183,6 +218,7 @@ def test_docker_runs_the_official_image_with_gpus_cache_ipc_restart_and_health(t
     port = server.server_address[1]
     model = tmp_path / "my-dots"
     model.mkdir()
+    (model / "config.json").write_text("{}")
     env = _fake_docker(tmp_path)
     result = subprocess.run(
         [*DOTSOCR, "serve", "--docker", "--gpu-memory", "24GiB", "--compute-capability", "8.9",
@@ -202,7 +238,7 @@ def test_docker_runs_the_official_image_with_gpus_cache_ipc_restart_and_health(t
     assert any(v.endswith(":/root/.cache/huggingface") for v in argv)
     assert f"{model}:/models/my-dots:ro" in argv  # a local folder is mounted read-only
     assert "/health" in argv[argv.index("--health-cmd") + 1]
-    image = argv.index("vllm/vllm-openai:v0.11.0")
+    image = argv.index("vllm/vllm-openai:v0.32.0")
     assert argv[image + 1] == "/models/my-dots"  # the image's entrypoint is `vllm serve`
     inside = argv[image + 2 :]
     assert inside[inside.index("--port") + 1] == "8000"

@@ -18,16 +18,15 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
-import httpx
-
 from dotsocr.document import open_document
 from dotsocr.engines.base import EngineAnswer
 from dotsocr.engines.openai import OpenAIEngine, RetryPolicy
-from dotsocr.errors import ConfigError, DotsOCRError, EngineUnavailable
+from dotsocr.errors import ConfigError, DotsOCRError
 from dotsocr.layout import DocumentResult, PageStatus
 from dotsocr.models import get_profile
 from dotsocr.pipeline import DocumentDone, Pipeline, PipelineOptions, Source
 from dotsocr.render import render_markdown
+from dotsocr.serve import probe
 
 DEFAULT_URL = "http://localhost:8000"
 HEALTH_TIMEOUT = 10.0  # a healthy server answers /health at once, even when busy
@@ -72,11 +71,13 @@ class DotsOCRClient:
         """True when /health answers 200 and /v1/models lists the model; never raises."""
         self.last_error = None
         try:
-            _run(self._check_health())
-        except DotsOCRError as exc:
-            self.last_error = str(exc)
-            return False
-        return True
+            with probe.client(self.base_url, self.api_key, timeout=HEALTH_TIMEOUT) as http:
+                problem = probe.why_not_ready(probe.look(http), self.model)
+        except DotsOCRError as exc:  # a refused key, a malformed URL
+            problem = str(exc)
+        if problem:
+            self.last_error = f"{self.base_url}: {problem}"
+        return not problem
 
     def list_models(self) -> list[str]:
         """The model names the server serves.
@@ -139,22 +140,6 @@ class DotsOCRClient:
             timeout=self.timeout,
             retry=retry,
         )
-
-    async def _check_health(self) -> None:
-        async with self._engine(retry=ONCE) as engine:  # /v1/models must list the model
-            where = f"{engine.base_url}/health"
-            async with httpx.AsyncClient(timeout=HEALTH_TIMEOUT) as http:
-                try:
-                    response = await http.get(where)
-                except httpx.HTTPError as exc:
-                    raise EngineUnavailable(
-                        f"cannot reach {where} ({exc or type(exc).__name__}): is the server up?"
-                    ) from None
-        if response.status_code != 200:
-            raise EngineUnavailable(
-                f"{where} answered HTTP {response.status_code}: the server is not ready; "
-                "wait for it to load, or read its log"
-            )
 
     async def _served(self) -> list[str]:
         async with self._engine(any_model=True, retry=ONCE) as engine:

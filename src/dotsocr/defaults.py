@@ -5,3 +5,6 @@ DPI = 200.0
 
 MAX_IMAGE_PIXELS = 178_956_970
 """Refuse images or renders larger than this (Pillow's own decompression-bomb threshold)."""
+
+SERVER_URL = "http://127.0.0.1:8000"
+"""Where the commands that look at a model server look when told nothing (vLLM's port)."""

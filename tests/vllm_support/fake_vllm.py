@@ -3,7 +3,8 @@ demand: crash at start-up a set number of times. Otherwise it logs vLLM 0.32's o
 lines, answers /health and /v1/models like vLLM, and stops on SIGTERM.
 
 Environment: FAKE_VLLM_STATE (a folder for its records), FAKE_VLLM_CRASHES (start-ups that
-crash before this one works), FAKE_VLLM_STUCK (ignore SIGTERM).
+crash before this one works), FAKE_VLLM_STUCK (ignore SIGTERM), FAKE_VLLM_ORPHAN (exit,
+leaving a worker behind).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import argparse
 import json
 import os
 import signal
+import subprocess
 import sys
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -40,10 +42,15 @@ def main() -> None:
     (STATE / f"env-{starts}.json").write_text(json.dumps({k: os.environ.get(k) for k in seen}))
     log("Resolved architecture: DotsOCRForCausalLM")
     log(f"Starting to load model {args.model or args.model_flag}...")
+    if os.environ.get("FAKE_VLLM_ORPHAN"):  # a worker that outlives it, holding the log pipe
+        worker = subprocess.Popen(["sleep", "300"])
+        (STATE / "worker-pid").write_text(str(worker.pid))
+        sys.exit(3)
     if starts <= int(os.environ.get("FAKE_VLLM_CRASHES", "0")):
         print("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 74.00 GiB", flush=True)
         sys.exit(1)
     log("Loading weights took 0.50 seconds")
+    log("Model loading took 5.70 GiB memory and 12.30 seconds")  # the GPU runner's line
     log(f"CPU KV cache size: 2,097,152 tokens, Maximum concurrency for "
         f"{args.max_model_len:,} tokens per request: 512.00x")  # fmt: skip
     log("init engine (profile, create kv cache, warmup model) took 0.12 s")

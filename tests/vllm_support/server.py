@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import ctypes
 import os
 import signal
 import socket
@@ -13,6 +12,8 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from dotsocr.serve.launcher import _die_with_parent
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV = Path(os.environ.get("DOTSOCR_VLLM_VENV", ROOT / ".venv-vllm"))
@@ -51,12 +52,6 @@ def python() -> Path:
 def installed() -> bool:
     """Whether scripts/setup-vllm finished (it leaves a marker last)."""
     return python().is_file() and any(VENV.glob(".dotsocr-vllm-*"))
-
-
-def _die_with_parent() -> None:
-    """In the child: ask Linux to SIGTERM it when the test process dies, even by SIGKILL."""
-    with contextlib.suppress(OSError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def free_port() -> int:

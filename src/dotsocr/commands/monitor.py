@@ -10,6 +10,8 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from dotsocr.defaults import SERVER_URL
+
 if TYPE_CHECKING:
     from rich.console import RenderableType
 
@@ -25,7 +27,7 @@ def monitor(
     server: Annotated[
         str,
         typer.Option("--server", help="vLLM server base URL.", envvar="DOTSOCR_SERVER_URL"),
-    ] = "http://127.0.0.1:8000",
+    ] = SERVER_URL,
     interval: Annotated[
         float, typer.Option("--interval", min=0.05, help="Seconds between refreshes.")
     ] = 2.0,

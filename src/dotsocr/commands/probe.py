@@ -6,6 +6,8 @@ from typing import Annotated
 
 import typer
 
+from dotsocr.defaults import SERVER_URL
+
 ServerOpt = Annotated[
     str,
     typer.Option("--server", help="Model server URL.", envvar="DOTSOCR_SERVER_URL"),
@@ -16,11 +18,10 @@ ModelOpt = Annotated[
 KeyOpt = Annotated[
     str | None, typer.Option("--api-key", help="Server API key.", envvar="DOTSOCR_API_KEY")
 ]
-DEFAULT_SERVER = "http://127.0.0.1:8000"
 
 
 def wait_command(
-    server: ServerOpt = DEFAULT_SERVER,
+    server: ServerOpt = SERVER_URL,
     timeout: Annotated[float, typer.Option(min=0.0, help="Seconds to wait at most.")] = 600.0,
     model: ModelOpt = None,
     api_key: KeyOpt = None,
@@ -69,7 +70,7 @@ def wait_command(
 
 
 def health_command(
-    server: ServerOpt = DEFAULT_SERVER,
+    server: ServerOpt = SERVER_URL,
     model: ModelOpt = None,
     api_key: KeyOpt = None,
     ocr: Annotated[bool, typer.Option(help="Send a real OCR request on a test image.")] = True,

@@ -45,7 +45,7 @@ CapabilityOpt = Annotated[
 ]
 GPUsOpt = Annotated[int, typer.Option("--gpus", min=1, help="How many such cards.")]
 QuantOpt = Annotated[
-    Quant, typer.Option("--quantization", help="auto: fp8 only when 16 bits do not fit.")
+    Quant, typer.Option("--quantization", help="auto: fp8 only when 16 bits cannot hold a page.")
 ]
 MaxPixelsOpt = Annotated[
     int | None, typer.Option("--max-pixels", min=3136, help="Pixel cap per page (default: fitted).")
@@ -144,11 +144,7 @@ def render_plan(plan: LaunchPlan) -> str:
 
     lines.append("Command:")
     lines.append("  " + " ".join(shlex.quote(a) for a in argv))
-    host = "127.0.0.1" if plan.value("--host") in (None, "0.0.0.0") else plan.value("--host")
-    lines.append(
-        f"Clients: dotsocr ocr --server http://{host}:{plan.servers[0].port} "
-        f"--max-pixels {plan.max_pixels} FILES"
-    )
+    lines.append(f"Clients: dotsocr ocr --server {plan.url} --max-pixels {plan.max_pixels} FILES")
     return "\n".join(lines)
 
 
@@ -226,6 +222,7 @@ def serve_command(
 
     Ctrl-C stops it cleanly. Exit 0 when stopped, 1 when it kept crashing.
     """
+    import dataclasses
     import os
     import shlex
     import signal
@@ -241,9 +238,12 @@ def serve_command(
     plan = plan.with_flags(list(ctx.args))
     # The user's environment wins over the plan's defaults; a key given as a flag wins over both.
     env = {k: v for k, v in plan.env.items() if k not in os.environ or k == "VLLM_API_KEY"}
-    offline = _offline(plan.model)
+    local = _local_weights(plan.model)
+    offline = local is not None
     if offline:
         env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+        if not docker:  # a container mounts the whole cache and resolves the id in it
+            plan = dataclasses.replace(plan, model=str(local))
     say = _reporter()
     if docker:
         from dotsocr.serve.docker import IMAGE, docker_run_argv
@@ -257,8 +257,8 @@ def serve_command(
         return
     say(f"plan: {plan.card.describe() if plan.memory else 'CPU'}; `dotsocr plan` explains it")
     if offline:
-        say(f"weights of {plan.model} are on this machine: running offline")
-    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{plan.servers[0].port}"
+        say(f"weights found whole in {local}: serving offline")
+    url = plan.url
     if docker:
         raise typer.Exit(_run_docker(argv, env, url, api_key, say))
     supervisor = launcher.Supervisor(
@@ -285,18 +285,17 @@ def _reporter():
     return say
 
 
-def _offline(model: str) -> bool:
-    """Whether the weights are whole in the local cache, so vLLM need not reach the hub."""
-    if Path(model).expanduser().is_dir():
-        return True
+def _local_weights(model: str) -> Path | None:
+    """The folder holding the model's weights whole on this machine, if any, so that vLLM
+    serves it without the network (a cached hub id becomes its snapshot folder: vLLM
+    offline would otherwise resolve refs/main, which may be the incomplete revision)."""
     from dotsocr.errors import DotsOCRError
     from dotsocr.serve.cache import local_path
 
     try:
-        local_path(model)
+        return local_path(model)
     except DotsOCRError:
-        return False
-    return True
+        return None
 
 
 def _run_docker(argv: list[str], env: dict[str, str], url: str, api_key, say) -> int:

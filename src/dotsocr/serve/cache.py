@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, computed_field
 from dotsocr.errors import ConfigError, ServeError
 
 GIB = 1024**3
-KV_CONTEXT_TOKENS = 32_768  # one full context, the length the launcher plans for
+KV_CONTEXT_TOKENS = 32_768  # one long context (`dotsocr plan` gives dots.ocr at most 31,744)
 KV_BYTES_PER_VALUE = 2  # bf16 / fp16 KV cache
 RUNTIME_OVERHEAD_BYTES = int(1.5 * GIB)  # activations, CUDA context, cuda graphs: a round guess
 INDEX_FILE = "model.safetensors.index.json"

@@ -8,7 +8,9 @@ from typing import Any
 
 from dotsocr.serve.plan import LaunchPlan
 
-IMAGE = "vllm/vllm-openai:v0.11.0"  # the first release with dots.ocr built in; pass --image
+# The release whose argument parser the tests check the plan against (dots.ocr is built in
+# since v0.11.0); --image picks another.
+IMAGE = "vllm/vllm-openai:v0.32.0"
 CONTAINER_PORT = 8000
 CONTAINER_HF_HOME = "/root/.cache/huggingface"
 CONTAINER_MODELS = PurePosixPath("/models")
@@ -56,9 +58,12 @@ def docker_run_argv(
     health check; detached, so Docker restarts it after a crash."""
     model_args, volumes = _container_args(plan)
     port = plan.servers[0].port
+    devices = plan.card.devices
+    # The inner quotes are Docker's syntax for a list: --gpus '"device=2,3"'.
+    gpus = "all" if devices is None else f'"device={",".join(devices)}"'
     argv = [
         "docker", "run", "--detach", "--name", name,
-        "--gpus", "all", "--ipc=host",
+        "--gpus", gpus, "--ipc=host",
         "--restart", "unless-stopped",
         "-p", f"{port}:{CONTAINER_PORT}",
         "-v", f"{hf_home()}:{CONTAINER_HF_HOME}",
@@ -87,10 +92,12 @@ def compose(plan: LaunchPlan, *, image: str = IMAGE, offline: bool = False) -> d
     services: dict[str, Any] = {}
     for server in plan.servers:
         device: dict[str, Any] = {"driver": "nvidia", "capabilities": ["gpu"]}
-        if server.devices is None:
-            device["count"] = max(1, plan.card.count)
+        if server.devices is not None:  # one server per GPU
+            device["device_ids"] = [server.devices]
+        elif plan.card.devices is not None:
+            device["device_ids"] = list(plan.card.devices)
         else:
-            device["device_ids"] = server.devices.split(",")
+            device["count"] = max(1, plan.card.count)
         service: dict[str, Any] = {
             "image": image,
             "command": model_args,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from enum import IntEnum
 from typing import Any
@@ -10,7 +11,7 @@ import httpx
 from pydantic import BaseModel
 
 from dotsocr.errors import DotsOCRError, EngineError
-from dotsocr.serve.probe import TEST_TEXT, client, look, ocr_check
+from dotsocr.serve.probe import TEST_TEXT, client, look, ocr_check, why_not_ready
 
 
 class Verdict(IntEnum):
@@ -67,12 +68,10 @@ def check(
     with client(url, api_key) as http:
         state = look(http)
         version = _version(http) if state.connected else None
-    ready = state.health == 200 and bool(state.models)
-    if model is not None and state.models and model not in state.models:
-        ready = False
-        problems.append(f"serves {', '.join(state.models)}, not {model!r}")
-    elif not ready:
-        problems.append(state.detail or f"/health answered {state.health}")
+    problem = why_not_ready(state, model)
+    ready = not problem
+    if problem:
+        problems.append(problem)
     result: OCRResult | None = None
     if ready and ocr:
         result = _ocr(url, api_key, model, timeout)
@@ -121,11 +120,11 @@ def _metrics(url: str) -> dict[str, Any] | None:
         snapshot = metrics.parse(metrics.fetch(url), time.time())
     except DotsOCRError:
         return None
-    fields = (
-        "running", "waiting", "kv_cache_usage", "prompt_tokens", "generation_tokens",
-        "requests_finished", "preemptions",
-    )  # fmt: skip
-    summary: dict[str, Any] = {name: getattr(snapshot, name) for name in fields}
+    summary: dict[str, Any] = {
+        name: value
+        for name, value in dataclasses.asdict(snapshot).items()
+        if name not in ("at", "histograms")
+    }
     latency = metrics.Quantiles.of(snapshot.histograms.get("e2e_request_latency_seconds"))
     summary["e2e_p50_seconds"] = latency.p50
     return summary

@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-import httpx
-
-from dotsocr.errors import ServeError
+from dotsocr.errors import AuthenticationError, ServeError
+from dotsocr.serve import probe
 from dotsocr.serve.plan import LaunchPlan
 
 STOP_GRACE = 30.0  # seconds vLLM gets to finish after SIGTERM before SIGKILL
+POLL = 0.1
 LOG_TAIL = 20
 
 # vLLM's start-up, as its log tells it (0.11 to 0.32), in the order it happens.
@@ -31,7 +31,11 @@ PHASES: tuple[tuple[re.Pattern[str], Callable[[re.Match[str]], str]], ...] = (
     (re.compile(r"Resolved architecture: (\S+)"), lambda m: f"configuring {m[1]}"),
     (re.compile(r"Starting to load model"), lambda m: "loading weights"),
     (
-        re.compile(r"(?:Loading weights|Model loading|Initializing model) took ([\d.]+)"),
+        re.compile(r"Model loading took ([\d.]+) GiB memory and ([\d.]+) seconds"),
+        lambda m: f"weights loaded: {float(m[1]):.1f} GiB in {float(m[2]):.1f} s",
+    ),
+    (
+        re.compile(r"(?:Loading weights|Initializing model) took ([\d.]+) s"),
         lambda m: f"weights loaded in {float(m[1]):.1f} s",
     ),
     (
@@ -78,7 +82,9 @@ class SupervisorOptions:
 class Supervisor:
     """Keeps one vLLM process running until stopped.
 
-    ``report`` receives our progress lines; vLLM's own lines go to ``sink``.
+    ``report`` receives our progress lines; vLLM's own lines go to ``sink``. ``stop`` is
+    safe to call from a signal handler: it only sets a flag and signals the process group;
+    the main thread does the rest while it polls.
     """
 
     argv: list[str]
@@ -90,33 +96,29 @@ class Supervisor:
     api_key: str | None = None
 
     def __post_init__(self) -> None:
-        self._stop = threading.Event()
+        self._stopping = False
+        self._stop_asked = 0.0
         self._process: subprocess.Popen[str] | None = None
         self._tail: deque[str] = deque(maxlen=LOG_TAIL)
         self.starts = 0
         self.ready_at: float | None = None
 
     def stop(self, *_: object) -> None:
-        """Ask the server to stop (safe from a signal handler); a second call kills it.
-
-        SIGKILL follows after STOP_GRACE seconds if it is still running then.
-        """
-        if self._stop.is_set():
+        """Ask vLLM to stop (SIGTERM); a second call, or STOP_GRACE seconds, kills it."""
+        if self._stopping:
             self._signal(signal.SIGKILL)
             return
-        self._stop.set()
+        self._stopping = True
+        self._stop_asked = time.monotonic()
         self._signal(signal.SIGTERM)
-        killer = threading.Timer(STOP_GRACE, self._signal, args=(signal.SIGKILL,))
-        killer.daemon = True
-        killer.start()
 
     def run(self) -> int:
         """Run until stopped (exit 0) or out of restarts (exit 1)."""
         crashes = 0
-        while not self._stop.is_set():
+        while not self._stopping:
             started = time.monotonic()
             code = self._run_once()
-            if self._stop.is_set():
+            if self._stopping:
                 break
             up_for = time.monotonic() - started
             if self.ready_at is not None and up_for >= self.options.stable_after:
@@ -132,16 +134,23 @@ class Supervisor:
             self.report(
                 f"{what}; restarting in {delay:.0f} s ({crashes}/{self.options.max_restarts})"
             )
-            if self._stop.wait(delay):
+            if self._sleep(delay):
                 break
         self.report("stopped")
         return 0
+
+    def _sleep(self, seconds: float) -> bool:
+        """Sleep unless asked to stop; True when asked."""
+        end = time.monotonic() + seconds
+        while not self._stopping and time.monotonic() < end:
+            time.sleep(min(POLL, max(end - time.monotonic(), 0)))
+        return self._stopping
 
     def _run_once(self) -> int:
         self.ready_at = None
         self.starts += 1
         try:
-            self._process = subprocess.Popen(
+            process = subprocess.Popen(
                 self.argv,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.STDOUT,
@@ -158,27 +167,36 @@ class Supervisor:
                 f"cannot run {self.argv[0]!r}: install vLLM (pip install vllm), use --docker, "
                 "or name the command with --vllm-command / DOTSOCR_VLLM_COMMAND"
             ) from None
+        self._process = process
         started = time.monotonic()
-        self.report(f"starting vLLM (pid {self._process.pid}): {_shown(self.argv)}")
-        if self._stop.is_set():  # a stop that came while we were starting it
+        self.report(f"starting vLLM (pid {process.pid}): {_shown(self.argv)}")
+        if self._stopping:  # a stop that came while we were starting it
             self._signal(signal.SIGTERM)
-        watcher = threading.Thread(target=self._watch_ready, args=(started,), daemon=True)
-        watcher.start()
         log = self.options.log.open("a", encoding="utf-8") if self.options.log else None
+        reader = threading.Thread(target=self._pump, args=(process, log), daemon=True)
+        reader.start()
+        threading.Thread(target=self._watch_ready, args=(process, started), daemon=True).start()
         try:
-            self._pump(log)
-            return self._process.wait()  # stop() escalates to SIGKILL if it must
+            while (code := process.poll()) is None:
+                if self._stopping and time.monotonic() - self._stop_asked > STOP_GRACE:
+                    self._signal(signal.SIGKILL)
+                time.sleep(POLL)
+            # Its engine and workers may outlive it, holding the GPU and the log pipe.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
+            reader.join(timeout=5)
         finally:
             if log:
                 log.close()
+        return code
 
-    def _pump(self, log: IO[str] | None) -> None:
-        """Stream the log until the process closes it; turn known lines into progress."""
-        assert self._process and self._process.stdout
-        for line in self._process.stdout:
+    def _pump(self, process: subprocess.Popen[str], log: IO[str] | None) -> None:
+        """Stream the log until the process group closes it; turn known lines into progress."""
+        assert process.stdout
+        for line in process.stdout:
             line = line.rstrip("\n")
             self._tail.append(line)
-            if log:
+            if log and not log.closed:
                 log.write(line + "\n")
                 log.flush()
             if self.options.echo and self.sink is not None:
@@ -195,31 +213,37 @@ class Supervisor:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(process.pid, signum)
 
-    def _watch_ready(self, started: float) -> None:
+    def _watch_ready(self, process: subprocess.Popen[str], started: float) -> None:
         """Poll /health and /v1/models until the server answers both, then say so once."""
-        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-        process = self._process
-        with httpx.Client(base_url=self.url, timeout=5.0, headers=headers) as client:
-            while process is not None and process.poll() is None and not self._stop.is_set():
+        with probe.client(self.url, self.api_key) as http:
+            while process.poll() is None and not self._stopping:
                 try:
-                    healthy = client.get("/health").status_code == 200
-                    models = client.get("/v1/models") if healthy else None
-                    if models is not None and models.status_code == 200:
-                        served = [m.get("id") for m in models.json().get("data", [])]
-                        self.ready_at = time.monotonic()
-                        elapsed = self.ready_at - started
-                        self.report(f"ready in {elapsed:.0f} s at {self.url} serving {served}")
-                        return
-                except (httpx.HTTPError, ValueError, AttributeError):
-                    pass
-                self._stop.wait(self.options.ready_poll)
+                    state = probe.look(http)
+                except AuthenticationError as exc:
+                    self.report(f"not ready: {exc}")
+                    return
+                if state.health == 200 and state.models:
+                    self.ready_at = time.monotonic()
+                    served = ", ".join(state.models)
+                    self.report(f"ready in {self.ready_at - started:.0f} s at {self.url}: {served}")
+                    return
+                time.sleep(self.options.ready_poll)
 
 
 def _shown(argv: list[str]) -> str:
     return " ".join(shlex.quote(a) for a in argv)
 
 
+def _prctl() -> Callable[..., int] | None:
+    with contextlib.suppress(OSError, AttributeError):
+        return ctypes.CDLL("libc.so.6", use_errno=True).prctl
+    return None
+
+
+_PRCTL = _prctl()  # looked up here: a forked child should call, not load
+
+
 def _die_with_parent() -> None:
     """In the child: SIGTERM it when dotsocr dies, even by SIGKILL, so no server is orphaned."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    if _PRCTL is not None:
+        _PRCTL(1, signal.SIGTERM)  # PR_SET_PDEATHSIG

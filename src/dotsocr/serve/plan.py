@@ -1,9 +1,9 @@
 """A launch plan for ``vllm serve``: every flag fitted to the card, each with its reason.
 
 The memory arithmetic is an estimate from the model's shape (see models/serving.py);
-vLLM's own profiler has the last word at start-up. The search prefers, in order: the
-model's weights in 16 bits, a 200-DPI page at full resolution, two pages at once,
-and only then fp8 and lower pixel caps.
+vLLM's own profiler has the last word at start-up. The search keeps a 200-DPI page whole
+with two pages in the KV cache, in 16 bits if that fits, else with an fp8 KV cache, else
+fp8 weights; only when none of these fits does it lower the pixel cap.
 """
 
 from __future__ import annotations
@@ -42,6 +42,10 @@ class Card:
     free_bytes: int | None = None
     compute_capability: tuple[int, int] | None = None
     count: int = 1
+    devices: tuple[str, ...] | None = None  # CUDA_VISIBLE_DEVICES entries; None: 0..count-1
+
+    def device_ids(self) -> tuple[str, ...]:
+        return self.devices or tuple(str(i) for i in range(self.count))
 
     def describe(self) -> str:
         cc = ".".join(map(str, self.compute_capability)) if self.compute_capability else "unknown"
@@ -115,6 +119,13 @@ class LaunchPlan:
                 out.append(choice.value)
         return out
 
+    @property
+    def url(self) -> str:
+        """Where a client on this machine reaches the (first) server."""
+        host = self.value("--host") or "127.0.0.1"
+        host = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+        return f"http://{host}:{self.servers[0].port}"
+
     def value(self, flag: str) -> str | None:
         return next((c.value for c in self.choices if c.flag == flag), None)
 
@@ -182,6 +193,7 @@ class _Fit:
     answer_tokens: int
     memory: Memory
     batched_tokens: int
+    max_model_len: int
 
 
 def plan(card: Card, options: PlanOptions | None = None, serving: Serving = DOTS_OCR) -> LaunchPlan:
@@ -214,11 +226,10 @@ def plan(card: Card, options: PlanOptions | None = None, serving: Serving = DOTS
             f"{MAX_UTILIZATION}"
         )
     add(Choice("--gpu-memory-utilization", f"{utilization:.2f}", util_reason))
-    max_model_len = _round_up(fit.image_tokens + PROMPT_TOKENS + fit.answer_tokens, 1024)
     add(
         Choice(
             "--max-model-len",
-            str(max_model_len),
+            str(fit.max_model_len),
             f"{fit.image_tokens:,} image tokens + {PROMPT_TOKENS} for the prompt + "
             f"{fit.answer_tokens:,} for the answer (vLLM's default, the model's 131,072, would "
             "size the cache for one endless sequence)",
@@ -262,10 +273,6 @@ def plan(card: Card, options: PlanOptions | None = None, serving: Serving = DOTS
         else f"{fit.image_tokens:,} tokens: the vision encoder's activations must fit beside "
         "the weights"
     )
-    add(Choice("--mm-processor-kwargs", json.dumps({"max_pixels": max_pixels}), cap_reason))
-    add(Choice("--limit-mm-per-prompt", json.dumps({"image": 1}), "one page per request"))
-    add(Choice("--no-enable-prefix-caching", None, "pages share no prefix worth caching"))
-    add(Choice("--mm-processor-cache-gb", "0", "a page image is never sent twice"))
     if fit.precision == "fp8":
         weight_only = cc < (8, 9)
         add(
@@ -278,12 +285,7 @@ def plan(card: Card, options: PlanOptions | None = None, serving: Serving = DOTS
         )
     if fit.precision in ("fp8", "fp8-kv") and cc >= (8, 9):
         add(Choice("--kv-cache-dtype", "fp8", "halves the KV cache per token" + _why_fp8(options)))
-    for flag, value in serving.flags.items():
-        add(Choice(flag, value, serving.flag_reasons.get(flag, "the model needs it")))
-    served = options.served_model_name or serving.served_model_name
-    add(Choice("--served-model-name", served, "the name clients ask for"))
-    add(Choice("--host", options.host, "listen address"))
-
+    choices += _common_choices(options, serving, max_pixels, cap_reason)
     servers, extra = _servers(card, options)
     choices += extra
     env = {"VLLM_API_KEY": options.api_key} if options.api_key else {}
@@ -298,6 +300,29 @@ def plan(card: Card, options: PlanOptions | None = None, serving: Serving = DOTS
     )
 
 
+def _common_choices(
+    options: PlanOptions, serving: Serving, max_pixels: int, cap_reason: str
+) -> list[Choice]:
+    """The flags every plan has, GPU or CPU: the pixel cap, caches off, the model's own
+    flags, its name and the address."""
+    return [
+        Choice("--mm-processor-kwargs", json.dumps({"max_pixels": max_pixels}), cap_reason),
+        Choice("--limit-mm-per-prompt", json.dumps({"image": 1}), "one page per request"),
+        Choice("--no-enable-prefix-caching", None, "pages share no prefix worth caching"),
+        Choice("--mm-processor-cache-gb", "0", "a page image is never sent twice"),
+        *(
+            Choice(flag, value, serving.flag_reasons.get(flag, "the model needs it"))
+            for flag, value in serving.flags.items()
+        ),
+        Choice(
+            "--served-model-name",
+            options.served_model_name or serving.served_model_name,
+            "the name clients ask for",
+        ),
+        Choice("--host", options.host, "listen address"),
+    ]
+
+
 def _why_fp8(options: PlanOptions) -> str:
     return ": you asked for it" if options.quantization == "fp8" else ": 16 bits do not fit"
 
@@ -307,7 +332,7 @@ def _utilization(card: Card, options: PlanOptions) -> float:
         if not 0.1 <= options.gpu_memory_utilization <= 1.0:
             raise ConfigError("--gpu-memory-utilization must be between 0.1 and 1.0")
         return options.gpu_memory_utilization
-    free = card.free_bytes if card.free_bytes is not None else card.total_bytes - HEADROOM_BYTES
+    free = card.free_bytes if card.free_bytes is not None else card.total_bytes
     share = (free - HEADROOM_BYTES) / card.total_bytes
     if share < 0.5:
         raise ServeError(
@@ -324,6 +349,11 @@ def _precisions(card: Card, options: PlanOptions) -> list[str]:
     if options.quantization == "none":
         return ["bf16"]
     if options.quantization == "fp8":
+        if card.compute_capability is None:
+            raise ConfigError(
+                f"the compute capability of {card.name} is unknown, and fp8 needs 8.0 or "
+                "newer: pass --compute-capability"
+            )
         if not fp8_weights:
             raise ConfigError(
                 f"{card.name} cannot run fp8 (compute capability below 8.0): drop --quantization"
@@ -348,14 +378,20 @@ def _search(card: Card, options: PlanOptions, serving: Serving, budget: int, eag
                 for answer in pass_answers:
                     fit = _fit(card, serving, budget, eager, precision, cap, answer)
                     smallest = fit
-                    needed = sequences * (cap + PROMPT_TOKENS + answer)
-                    if fit.memory.kv_tokens >= needed:
+                    if fit.memory.kv_tokens >= sequences * fit.max_model_len:
                         return fit
     assert smallest is not None
-    short = sum(b for _, b in smallest.memory.rows) + smallest.memory.kv_bytes_per_token * (
-        smallest.image_tokens + PROMPT_TOKENS + smallest.answer_tokens
+    short = sum(b for _, b in smallest.memory.rows) + (
+        smallest.memory.kv_bytes_per_token * smallest.max_model_len
     )
-    how = "even with fp8" if "fp8" in precisions else "in 16 bits (--quantization none)"
+    if "fp8" in precisions:
+        how = "even with fp8"
+    elif card.compute_capability is None:
+        how = "in 16 bits (its compute capability is unknown: pass --compute-capability for fp8)"
+    elif options.quantization == "none":
+        how = "in 16 bits (--quantization none)"
+    else:
+        how = "in 16 bits (no fp8 before compute capability 8.0)"
     raise ServeError(
         f"{serving.hub_id} does not fit {card.describe()}: {how} and a "
         f"{smallest.image_tokens:,}-token pixel cap it needs about {gib(short)} GiB of the "
@@ -376,14 +412,15 @@ def _fit(
     if cc < (8, 9):  # no fp8 KV cache below Ada/Hopper in this plan
         kv_per_token = serving.decoder.kv_bytes_per_token(2)
     pixels = cap * 784
+    pages = max(1, batched // cap)  # vLLM runs the encoder on as many pages as a step takes
     rows = [
         ("CUDA context and non-torch memory", CONTEXT_BYTES),
         (f"weights ({'fp8 decoder' if precision == 'fp8' else '16-bit'})", weights),
         ("CUDA graphs", 0 if eager else CUDA_GRAPH_BYTES),
         (
-            f"vision encoder, one {cap:,}-token page"
+            f"vision encoder, {pages} page(s) of {cap:,} tokens"
             + ("" if flash else " (no flash attention: quadratic)"),
-            serving.vision.activation_bytes(pixels, flash_attention=flash),
+            pages * serving.vision.activation_bytes(pixels, flash_attention=flash),
         ),
         (
             f"prefill activations, {batched:,} tokens",
@@ -400,14 +437,17 @@ def _fit(
         kv_tokens=kv_bytes // kv_per_token,
         typical_sequence=typical,
     )
-    return _Fit(precision, cap, answer, memory, batched)
+    max_model_len = _round_up(cap + PROMPT_TOKENS + answer, 1024)
+    return _Fit(precision, cap, answer, memory, batched, max_model_len)
 
 
 def _servers(card: Card, options: PlanOptions) -> tuple[tuple[Server, ...], list[Choice]]:
     if card.count <= 1:
         return (Server(options.port, None),), [Choice("--port", str(options.port), "listen port")]
     if options.multi_gpu == "replicas":
-        servers = tuple(Server(options.port + i, str(i)) for i in range(card.count))
+        servers = tuple(
+            Server(options.port + i, device) for i, device in enumerate(card.device_ids())
+        )
         return servers, [
             Choice(
                 "--port",
@@ -454,21 +494,12 @@ def plan_cpu(options: PlanOptions | None = None, serving: Serving = DOTS_OCR) ->
             "one page per prefill step",
         ),
         Choice("--enforce-eager", None, "no graph compilation: starts in about a minute"),
-        Choice(
-            "--mm-processor-kwargs",
-            json.dumps({"max_pixels": max_pixels}),
+        *_common_choices(
+            options,
+            serving,
+            max_pixels,
             f"{cap:,} tokens: a 200-DPI page whole; the CPU vision encoder is slow beyond it",
         ),
-        Choice("--limit-mm-per-prompt", json.dumps({"image": 1}), "one page per request"),
-        Choice("--no-enable-prefix-caching", None, "pages share no prefix worth caching"),
-        Choice("--mm-processor-cache-gb", "0", "a page image is never sent twice"),
-    ]
-    for flag, value in serving.flags.items():
-        choices.append(Choice(flag, value, serving.flag_reasons.get(flag, "the model needs it")))
-    served = options.served_model_name or serving.served_model_name
-    choices += [
-        Choice("--served-model-name", served, "the name clients ask for"),
-        Choice("--host", options.host, "listen address"),
         Choice("--port", str(options.port), "listen port"),
     ]
     env = {"VLLM_CPU_KVCACHE_SPACE": str(CPU_KV_CACHE_GIB)}
@@ -486,11 +517,14 @@ def plan_cpu(options: PlanOptions | None = None, serving: Serving = DOTS_OCR) ->
 
 
 def card_for(gpus: list) -> Card:
-    """One card standing for all: the smallest, since every server must fit on it."""
+    """One card standing for all: the smallest, since every server must fit on it, with the
+    smallest free share of any, since vLLM asks each card for the same share."""
     if not gpus:
         raise ServeError("no GPU to plan for: pass --gpu-memory, or --device cpu")
     smallest = min(gpus, key=lambda g: g.total_bytes)
     capabilities = [g.compute_capability for g in gpus]
     cc = None if None in capabilities else min(capabilities)
-    free = min((g.free_bytes for g in gpus if g.free_bytes is not None), default=None)
-    return Card(smallest.name, smallest.total_bytes, free, cc, len(gpus))
+    shares = [g.free_bytes / g.total_bytes for g in gpus if g.free_bytes is not None]
+    free = int(min(shares) * smallest.total_bytes) if shares else None
+    devices = tuple(str(g.index) for g in gpus)
+    return Card(smallest.name, smallest.total_bytes, free, cc, len(gpus), devices)

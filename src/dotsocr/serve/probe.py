@@ -34,6 +34,8 @@ def look(client: httpx.Client) -> Liveness:
         health = client.get("/health")
     except httpx.ConnectError:
         return Liveness(False, None, {}, "connection refused")
+    except httpx.ConnectTimeout:  # nothing accepted the connection: no server, or a black hole
+        return Liveness(False, None, {}, "connection timed out")
     except httpx.TimeoutException:
         return Liveness(True, None, {}, "connected, but /health did not answer (loading?)")
     except httpx.HTTPError as exc:
@@ -59,6 +61,15 @@ def look(client: httpx.Client) -> Liveness:
     except (ValueError, AttributeError, TypeError):
         return Liveness(True, 200, {}, "/v1/models did not answer JSON")
     return Liveness(True, 200, models, "" if models else "no model listed yet")
+
+
+def why_not_ready(state: Liveness, model: str | None = None) -> str:
+    """Why the server is not ready for ``model`` (any model when None); empty when it is."""
+    if state.health != 200 or not state.models:
+        return state.detail or f"/health answered {state.health}"
+    if model is not None and model not in state.models:
+        return f"serves {', '.join(state.models)}, not {model!r}"
+    return ""
 
 
 def client(url: str, api_key: str | None, timeout: float = 5.0) -> httpx.Client:

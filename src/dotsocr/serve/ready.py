@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from enum import IntEnum
 
 from dotsocr.errors import EngineError
-from dotsocr.serve.probe import Liveness, client, look, ocr_check
+from dotsocr.serve.probe import client, look, ocr_check, why_not_ready
 
 DEAD_AFTER = 2  # /health answering 503 this many times in a row: vLLM's engine is dead
 
@@ -59,7 +59,7 @@ def wait_ready(
             dead_in_a_row = dead_in_a_row + 1 if state.health == 503 else 0
             if dead_in_a_row >= DEAD_AFTER:
                 return WaitResult(Outcome.DEAD, elapsed, "/health answers 503: the engine is dead")
-            last = _progress(state, model)
+            last = why_not_ready(state, model)
             if not last:
                 last = "ready"
                 if not ocr:
@@ -79,15 +79,6 @@ def wait_ready(
                 outcome = Outcome.TIMEOUT if connected else Outcome.REFUSED
                 return WaitResult(outcome, time.monotonic() - started, last, state.models)
             time.sleep(poll)
-
-
-def _progress(state: Liveness, model: str | None) -> str:
-    """Why the server is not ready yet; empty when it is."""
-    if state.health != 200 or not state.models:
-        return state.detail
-    if model is not None and model not in state.models:
-        return f"serves {', '.join(state.models)}, not {model!r}"
-    return ""
 
 
 def _alive(pid: int) -> bool:
