@@ -87,6 +87,14 @@ def test_a_rendered_line_of_text_is_read():
     assert "TEST OCR 123" in text_of(parsed)
 
 
+@pytest.mark.parametrize("task", ["layout_all", "ocr"])
+def test_a_blank_page_reads_as_nothing_not_an_error(task):
+    page = Page("blank.png", 0, Image.new("RGB", (800, 1000), "white"), 800, 1000)
+    answer, parsed = read(page, task)
+    assert answer.text == ("[]" if task == "layout_all" else "")
+    assert parsed.cells == []
+
+
 def test_headings_and_boxes_on_a_real_pdf_page(data):
     page = first_page(data / "multi_page.pdf")
     _, parsed = read(page)

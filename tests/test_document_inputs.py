@@ -267,3 +267,20 @@ def test_a_500_page_pdf_holds_one_rendered_page_at_a_time():
             del page
     assert len(alive) == 500
     assert most_alive == 1  # nothing rendered ahead, nothing kept behind
+
+
+def test_pdf_pages_render_from_many_threads_at_once(data):
+    """PDFium is not thread-safe; the gateway renders pages from many threads."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from dotsocr.document import DocumentOptions, Page, open_document
+
+    def render(n: int) -> tuple[int, int]:
+        with open_document(data / "multi_page.pdf", DocumentOptions(pages=str(n % 5 + 1))) as doc:
+            page = next(doc.pages())
+        assert isinstance(page, Page), page
+        return page.image.size
+
+    with ThreadPoolExecutor(16) as pool:
+        sizes = list(pool.map(render, range(160)))
+    assert len(set(sizes)) == 1 and len(sizes) == 160

@@ -11,10 +11,12 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
+    "AsyncClient": "dotsocr.client",
     "AuthenticationError": "dotsocr.errors",
     "BadRequest": "dotsocr.errors",
     "CATEGORIES": "dotsocr.layout",
     "Cell": "dotsocr.layout",
+    "Client": "dotsocr.client",
     "ConfigError": "dotsocr.errors",
     "ContextTooLong": "dotsocr.errors",
     "CorruptDocument": "dotsocr.errors",
@@ -45,9 +47,11 @@ _EXPORTS = {
 
 __all__ = [
     "CATEGORIES",
+    "AsyncClient",
     "AuthenticationError",
     "BadRequest",
     "Cell",
+    "Client",
     "ConfigError",
     "ContextTooLong",
     "CorruptDocument",
@@ -78,6 +82,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from dotsocr.client import AsyncClient, Client
     from dotsocr.document import DocumentOptions, Page, PageFailure, open_document
     from dotsocr.errors import (
         AuthenticationError,

@@ -182,6 +182,10 @@ class Pipeline:
         finally:
             await events.put(None)
 
+    async def read_page(self, page: Page) -> PageResult:
+        """One page through the ladder, timed: for callers that schedule pages themselves."""
+        return await self._page(_Work(0, "", page, page.index))
+
     async def _page(self, item: _Work) -> PageResult:
         if item.page is None:
             return PageResult(

@@ -340,13 +340,25 @@ def compose_command(
     offline: Annotated[
         bool, typer.Option("--offline", help="Never reach the hub (weights already cached).")
     ] = False,
+    gateway: Annotated[
+        bool | None,
+        typer.Option(
+            "--gateway/--no-gateway",
+            help="Also the REST gateway (built from this folder's Dockerfile), Prometheus and "
+            "Grafana (default: on, unless one server per GPU).",
+        ),
+    ] = None,
 ) -> None:
     """Write a docker-compose.yml running vLLM with the plan, a GPU reservation and a health
-    check. Plan for the deployment card with --gpu-memory when this machine has none."""
+    check, and in front of it the gateway with Prometheus and Grafana. Plan for the
+    deployment card with --gpu-memory when this machine has none; run it in the dotsocr
+    source tree, which holds the gateway's Dockerfile and deploy/."""
+    import os
+
     import yaml
 
     from dotsocr.output import write_atomic
-    from dotsocr.serve.docker import IMAGE, compose
+    from dotsocr.serve.docker import IMAGE, add_gateway, compose
 
     plan = _plan(
         model=model, device=Device.auto, gpu_memory=gpu_memory,
@@ -360,6 +372,21 @@ def compose_command(
         "# Written by `dotsocr compose`; the reasons for each vLLM flag: `dotsocr plan`.\n"
         "# Start: docker compose up -d; watch: dotsocr monitor; check: dotsocr health\n"
     )
+    if gateway is None and len(plan.servers) > 1:
+        typer.echo("no gateway: it talks to one server (--multi-gpu data-parallel)", err=True)
+    elif gateway is not False:
+        source = Path(os.path.relpath(Path.cwd(), output.resolve().parent)).as_posix()
+        add_gateway(document, plan, source=source)
+        header += (
+            "# Gateway: http://localhost:8080/docs; Grafana: http://localhost:3000 (admin, "
+            "password GRAFANA_ADMIN_PASSWORD or admin); Prometheus: http://localhost:9090\n"
+        )
+        if not (Path.cwd() / "Dockerfile").is_file():
+            typer.echo(
+                f"note: no Dockerfile in {Path.cwd()}: run this in the dotsocr source tree, or "
+                f"point the gateway's build: in {output} at it",
+                err=True,
+            )
     write_atomic(output, (header + yaml.safe_dump(document, sort_keys=False)).encode())
     typer.echo(f"wrote {output} ({', '.join(document['services'])})")
 

@@ -109,7 +109,8 @@ class Document:
         self._handle = handle
         self._notes = notes
         if isinstance(handle, pdfium.PdfDocument):
-            self.page_count = len(handle)
+            with pdf.LOCK:
+                self.page_count = len(handle)
         else:
             with images.decoding(source, options.max_image_pixels):
                 self.page_count = images.frame_count(handle)
@@ -125,6 +126,10 @@ class Document:
                 yield PageFailure(self.source, index, exc)
 
     def _pdf_page(self, index: int) -> Page:
+        with pdf.LOCK:
+            return self._render_pdf_page(index)
+
+    def _render_pdf_page(self, index: int) -> Page:
         opts = self.options
         try:
             page = self._handle[index]  # type: ignore[index]
@@ -164,7 +169,11 @@ class Document:
         return Page(self.source, index, image, width, height, None, notes)
 
     def close(self) -> None:
-        self._handle.close()
+        if self.kind == "pdf":
+            with pdf.LOCK:
+                self._handle.close()
+        else:
+            self._handle.close()
 
     def __enter__(self) -> Document:
         return self
@@ -218,7 +227,8 @@ def open_document(
     try:
         return Document(label, kind, handle, options, notes)
     except BaseException:
-        handle.close()
+        with pdf.LOCK:
+            handle.close()
         raise
 
 

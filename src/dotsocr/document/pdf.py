@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import math
+import threading
 from pathlib import Path
 
 import pypdfium2 as pdfium
@@ -17,6 +18,10 @@ MAX_PAGE_POINTS = 144_000.0
 
 _PDFIUM_PASSWORD_ERROR = 4
 
+LOCK = threading.RLock()
+"""PDFium is not thread-safe: every call into it, from any thread, holds this lock
+(seen: 16 threads rendering pages of one PDF failed half of them, and later opens too)."""
+
 
 def open_pdf(
     data: bytes | Path, source: str, password: str | None
@@ -26,6 +31,13 @@ def open_pdf(
     Returns the document and whether it needed repair. An empty user password opens
     silently, as viewers do, even when a password was given for other files.
     """
+    with LOCK:
+        return _open_pdf(data, source, password)
+
+
+def _open_pdf(
+    data: bytes | Path, source: str, password: str | None
+) -> tuple[pdfium.PdfDocument, bool]:
     try:
         document, repaired = _open(data, password), False
     except pdfium.PdfiumError as exc:

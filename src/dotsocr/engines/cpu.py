@@ -214,7 +214,7 @@ def _blocks(api: Any) -> Iterator[_Block]:
         return
     paragraphs: list[tuple[tuple[int, int, int, int], str]] = []
     for element in iterate_level(iterator, RIL.PARA):
-        text = (element.GetUTF8Text(RIL.PARA) or "").strip()
+        text = _text(element, RIL.PARA).strip()
         box = element.BoundingBox(RIL.PARA)
         if text and box:
             paragraphs.append((box, text))
@@ -231,6 +231,15 @@ def _blocks(api: Any) -> Iterator[_Block]:
         yield _Block(box, " ".join(text.split()), line_count, cap)
 
 
+def _text(element: Any, level: int) -> str:
+    """An element's text; tesserocr raises instead of answering "" for an empty one (a blank
+    page has an iterator with nothing in it)."""
+    try:
+        return element.GetUTF8Text(level) or ""
+    except RuntimeError:
+        return ""
+
+
 def _members(api: Any, level: int, paragraphs: list, measure: Any) -> dict[int, list[float]]:
     """For each paragraph, ``measure(text, box)`` of the elements at ``level`` inside it."""
     from tesserocr import iterate_level
@@ -241,7 +250,7 @@ def _members(api: Any, level: int, paragraphs: list, measure: Any) -> dict[int, 
         return found
     for element in iterate_level(iterator, level):
         box = element.BoundingBox(level)
-        value = measure(element.GetUTF8Text(level) or "", box) if box else None
+        value = measure(_text(element, level), box) if box else None
         if value is None:
             continue
         for index, (outer, _) in enumerate(paragraphs):

@@ -119,3 +119,105 @@ def compose(plan: LaunchPlan, *, image: str = IMAGE, offline: bool = False) -> d
         name = "vllm" if len(plan.servers) == 1 else f"vllm-{server.devices}"
         services[name] = service
     return {"services": services}
+
+
+# The gateway stack: the REST gateway in front of vLLM, Prometheus scraping both, and
+# Grafana showing them. The images are pinned, as vLLM's is.
+GATEWAY_PORT = 8080
+PROMETHEUS_IMAGE = "prom/prometheus:v3.5.0"
+GRAFANA_IMAGE = "grafana/grafana:11.6.0"
+GATEWAY_HEALTH = (
+    "python -c \"import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/ready')\""
+)
+
+
+def add_gateway(
+    document: dict[str, Any], plan: LaunchPlan, *, source: str = ".", port: int = GATEWAY_PORT
+) -> dict[str, Any]:
+    """Add the gateway, Prometheus and Grafana to a ``compose()`` document, in place.
+
+    Args:
+        document: what ``compose()`` returned, with its one vLLM service.
+        plan: the same plan; the gateway learns the server's pixel cap and key from it.
+        source: the dotsocr source tree, relative to the compose file: it holds the
+            Dockerfile the gateway is built from and ``deploy/`` (Prometheus and Grafana).
+        port: the gateway's port on the host.
+
+    Returns:
+        ``document``, with services ``gateway``, ``prometheus`` and ``grafana`` and their
+        named volumes.
+
+    Raises:
+        ConfigError: the plan has one server per GPU; the gateway talks to one server.
+    """
+    if list(document["services"]) != ["vllm"]:
+        from dotsocr.errors import ConfigError
+
+        raise ConfigError(
+            "the gateway talks to one model server: use --multi-gpu data-parallel for one "
+            "endpoint over all GPUs, or --no-gateway"
+        )
+    deploy = PurePosixPath(source) / "deploy"
+    environment: dict[str, Any] = {
+        "DOTSOCR_ENGINE": "server",
+        "DOTSOCR_SERVER_URL": f"http://vllm:{CONTAINER_PORT}",
+        "DOTSOCR_DATA_DIR": "/data",
+    }
+    if plan.max_pixels:
+        environment["DOTSOCR_MAX_PIXELS"] = plan.max_pixels
+    if "VLLM_API_KEY" in plan.env:
+        # One key for the stack, from the environment: the gateway sends it to vLLM and
+        # asks it of its own clients.
+        key = "${DOTSOCR_API_KEY:?set DOTSOCR_API_KEY}"
+        environment.update(DOTSOCR_SERVER_API_KEY=key, DOTSOCR_API_KEYS=key)
+    services = document["services"]
+    services["gateway"] = {
+        "build": {"context": source, "dockerfile": "Dockerfile"},
+        "image": "dotsocr-gateway",
+        "environment": environment,
+        "ports": [f"{port}:{GATEWAY_PORT}"],
+        "volumes": ["dotsocr-data:/data"],
+        "depends_on": {"vllm": {"condition": "service_healthy"}},
+        "restart": "unless-stopped",
+        "healthcheck": {
+            "test": ["CMD-SHELL", GATEWAY_HEALTH],
+            "interval": "15s",
+            "timeout": "5s",
+            "retries": 3,
+            "start_period": "30s",
+        },
+    }
+    services["prometheus"] = {
+        "image": PROMETHEUS_IMAGE,
+        "command": [
+            "--config.file=/etc/prometheus/prometheus.yml",
+            "--storage.tsdb.path=/prometheus",
+            "--storage.tsdb.retention.time=15d",
+        ],
+        "ports": ["9090:9090"],
+        "volumes": [
+            f"{deploy / 'prometheus.yml'}:/etc/prometheus/prometheus.yml:ro",
+            "prometheus-data:/prometheus",
+        ],
+        "depends_on": ["gateway"],
+        "restart": "unless-stopped",
+    }
+    services["grafana"] = {
+        "image": GRAFANA_IMAGE,
+        "environment": {
+            "GF_SECURITY_ADMIN_PASSWORD": "${GRAFANA_ADMIN_PASSWORD:-admin}",
+            "GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH": "/etc/dotsocr/dashboards/dotsocr.json",
+        },
+        "ports": ["3000:3000"],
+        "volumes": [
+            f"{deploy / 'grafana' / 'provisioning'}:/etc/grafana/provisioning:ro",
+            f"{deploy / 'grafana' / 'dashboards'}:/etc/dotsocr/dashboards:ro",
+            "grafana-data:/var/lib/grafana",
+        ],
+        "depends_on": ["prometheus"],
+        "restart": "unless-stopped",
+    }
+    document.setdefault("volumes", {}).update(
+        {"dotsocr-data": {}, "prometheus-data": {}, "grafana-data": {}}
+    )
+    return document

@@ -1,0 +1,51 @@
+"""``dotsocr gateway``: the REST API, with durable jobs, auth, limits and metrics."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def gateway_command(
+    host: Annotated[str | None, typer.Option(help="Listen address.")] = None,
+    port: Annotated[int | None, typer.Option(help="Listen port.")] = None,
+    server: Annotated[
+        str | None, typer.Option("--server", help="Model server URL (else the CPU engine).")
+    ] = None,
+    engine: Annotated[str | None, typer.Option(help="auto, server or cpu (default: auto).")] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option("--data-dir", help="Job database and results.")
+    ] = None,
+    api_key: Annotated[
+        list[str] | None,
+        typer.Option("--api-key", help="A key clients must send (repeat for more)."),
+    ] = None,
+    max_in_flight: Annotated[
+        int | None, typer.Option(min=1, help="Pages in flight to the model server.")
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn's log level.")] = "info",
+) -> None:
+    """Serve the REST API (docs at /docs). Settings: these flags, then DOTSOCR_* variables,
+    then the TOML file named by DOTSOCR_CONFIG."""
+    import uvicorn
+
+    from dotsocr.config import GatewaySettings
+    from dotsocr.gateway.app import create_app
+
+    given = {
+        "host": host,
+        "port": port,
+        "server_url": server,
+        "engine": engine,
+        "data_dir": data_dir,
+        "api_keys": api_key,
+        "max_in_flight": max_in_flight,
+    }
+    settings = GatewaySettings(**{k: v for k, v in given.items() if v is not None})
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=log_level)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("gateway")(gateway_command)

@@ -1,0 +1,108 @@
+"""Settings in one place: flags, then environment (``DOTSOCR_*``), then a config file.
+
+The gateway builds ``GatewaySettings`` once and hands it down; nothing reads the
+environment on its own. The config file is TOML, named by ``DOTSOCR_CONFIG``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from dotsocr import defaults
+
+MB = 1024 * 1024
+
+
+class GatewaySettings(BaseSettings):
+    """How ``dotsocr gateway`` runs: its model server, storage, limits and security."""
+
+    model_config = SettingsConfigDict(env_prefix="DOTSOCR_", extra="forbid")
+
+    # The model server, or the embedded CPU engine.
+    engine: Annotated[
+        Literal["auto", "server", "cpu"],
+        Field(description="auto: the server when one is set, else the CPU engine"),
+    ] = "auto"
+    server_url: Annotated[str | None, Field(description="OpenAI-compatible server")] = None
+    model: Annotated[str | None, Field(description="served model name (default: found)")] = None
+    server_api_key: Annotated[str | None, Field(description="the model server's key")] = None
+    languages: Annotated[str, Field(description="CPU engine languages, e.g. eng+deu")] = "eng"
+    max_pixels: Annotated[
+        int | None, Field(description="the model server's pixel cap (dotsocr plan prints it)")
+    ] = None
+
+    # Where and how it listens and keeps jobs.
+    host: str = "127.0.0.1"
+    port: int = 8080
+    data_dir: Annotated[Path, Field(description="job database and results")] = Path("dotsocr-data")
+    retention_hours: Annotated[float, Field(gt=0, description="results kept this long")] = 24.0
+
+    # Scheduling.
+    max_in_flight: Annotated[
+        int, Field(ge=1, description="pages in flight to the model server, all jobs together")
+    ] = 16
+    max_queued_pages: Annotated[
+        int, Field(ge=1, description="pages waiting, all jobs together; past it: 503")
+    ] = 20_000
+    sync_timeout: Annotated[
+        float, Field(gt=0, description="seconds /v1/parse waits before answering 504")
+    ] = 120.0
+
+    # Security and limits.
+    api_keys: Annotated[
+        list[str],
+        NoDecode,
+        Field(description="keys clients must send as Bearer tokens; none: no auth"),
+    ] = []
+    max_upload_bytes: Annotated[int, Field(ge=1)] = 100 * MB
+    max_pages_per_job: Annotated[int, Field(ge=1)] = 5_000
+    max_image_pixels: Annotated[int, Field(ge=1)] = defaults.MAX_IMAGE_PIXELS
+    job_timeout: Annotated[float, Field(gt=0, description="seconds a job may run")] = 6 * 3600.0
+    allow_urls: Annotated[bool, Field(description="accept documents by URL (off: SSRF)")] = False
+    allow_private_urls: Annotated[
+        bool, Field(description="also URLs and webhooks on private addresses (trusted nets)")
+    ] = False
+    webhook_attempts: Annotated[int, Field(ge=1)] = 5
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config = os.environ.get("DOTSOCR_CONFIG")
+        if config:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config)))
+        return tuple(sources)
+
+    def model_post_init(self, context: Any) -> None:
+        if self.engine == "server" and not self.server_url:
+            from dotsocr.errors import ConfigError
+
+            raise ConfigError(
+                "engine 'server' needs a server URL: pass --server or set DOTSOCR_SERVER_URL, "
+                "or use --engine cpu"
+            )
+
+    @field_validator("api_keys", mode="before")
+    @classmethod
+    def _split_keys(cls, value: Any) -> Any:
+        """``a,b``: keys from the environment come comma separated."""
+        if isinstance(value, str):
+            return [key.strip() for key in value.split(",") if key.strip()]
+        return value

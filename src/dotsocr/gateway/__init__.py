@@ -1,0 +1,1 @@
+"""The REST gateway: FastAPI app, durable job store, fair scheduler, metrics."""

@@ -1,0 +1,510 @@
+"""Jobs from submission to result: stored first, then read page by page in fair turns.
+
+Every page goes through the same ladder as ``dotsocr ocr`` (Pipeline.read_page). A
+restart takes every unfinished job up again at its next unfinished page.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import io
+import json
+import logging
+import re
+import time
+import zipfile
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from typing import Any
+
+from dotsocr.config import GatewaySettings
+from dotsocr.document import DocumentOptions, Page, open_document
+from dotsocr.errors import DotsOCRError, EngineError
+from dotsocr.furniture import mark_running_furniture
+from dotsocr.gateway.errors import ApiError
+from dotsocr.gateway.metrics import GatewayMetrics
+from dotsocr.gateway.models import TASKS, FileStatus, JobLinks, JobStatus, ParseOptions, Progress
+from dotsocr.gateway.scheduler import FairQueue, QueueFull
+from dotsocr.gateway.store import JobStore, PageKey
+from dotsocr.layout import DocumentResult, PageResult, PageStatus
+from dotsocr.models import ModelProfile, get_profile
+from dotsocr.pipeline import Pipeline, PipelineOptions
+from dotsocr.render import render_json, render_markdown
+
+log = logging.getLogger("dotsocr.gateway")
+KEEP_ALIVE = 15.0  # seconds of silence on an event stream before a keep-alive
+CLEAN_EVERY = 300.0  # seconds between sweeps of expired results and overdue jobs
+
+
+@dataclass
+class Upload:
+    name: str
+    data: bytes
+
+
+@dataclass
+class _Watchers:
+    """Listeners of one job's events (server-sent events, waiting sync requests)."""
+
+    queues: list[asyncio.Queue[dict[str, Any]]] = field(default_factory=list)
+
+
+class JobManager:
+    """Owns the queue, the workers, the engine and the job store."""
+
+    def __init__(self, settings: GatewaySettings, metrics: GatewayMetrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.store = JobStore(settings.data_dir)
+        self.queue = FairQueue(settings.max_queued_pages)
+        self.profile = self._profile()
+        self.engine: Any = None
+        self.engine_error: str | None = "starting"
+        self._stack = AsyncExitStack()
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._webhooks: set[asyncio.Task[Any]] = set()
+        self._watchers: dict[str, _Watchers] = {}
+        self._in_flight = 0
+
+    def _profile(self) -> ModelProfile:
+        import dataclasses
+
+        profile = get_profile("dots.ocr")
+        cap = self.settings.max_pixels
+        if cap and cap < profile.max_pixels:
+            profile = dataclasses.replace(profile, max_pixels=cap)  # type: ignore[type-var]
+        return profile
+
+    # Life.
+    async def start(self) -> None:
+        for job in self.store.active_jobs():  # taken up again after a restart
+            self.queue.add(job["owner"], job["id"], self.store.pending(job["id"]), force=True)
+            if not self.store.pending(job["id"]):
+                await self._complete(job["id"])
+        self._tasks.append(asyncio.create_task(self._connect()))
+        self._tasks += [
+            asyncio.create_task(self._worker()) for _ in range(self.settings.max_in_flight)
+        ]
+        self._tasks.append(asyncio.create_task(self._sweeper()))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self._stack.aclose()
+        self.store.close()
+
+    async def _connect(self) -> None:
+        """Open the engine, retrying while the model server is down; pages wait meanwhile."""
+        from dotsocr.engines.cpu import CPUEngine
+        from dotsocr.engines.openai import OpenAIEngine
+
+        s = self.settings
+        delay = 1.0
+        while True:
+            if s.engine == "cpu" or (s.engine == "auto" and not s.server_url):
+                engine: Any = CPUEngine(s.languages, s.max_in_flight)
+            else:
+                engine = OpenAIEngine(
+                    s.server_url or "", api_key=s.server_api_key, model=s.model,
+                    concurrency=s.max_in_flight,
+                )  # fmt: skip
+            try:
+                self.engine = await self._stack.enter_async_context(engine)
+                self.engine_error = None
+                return
+            except DotsOCRError as exc:
+                self.engine_error = str(exc)
+                log.warning("model server not ready (%s); retrying in %.0f s", exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    @property
+    def ready(self) -> bool:
+        return self.engine is not None and all(not t.done() for t in self._tasks[1:])
+
+    # Submission.
+    async def submit(
+        self, owner: str, uploads: list[Upload], options: ParseOptions, webhook: str | None
+    ) -> str:
+        job_id = self.store.new_job_id()
+        files: list[tuple[str, int, str | None]] = []
+        numbers: list[list[int]] = []
+        for idx, upload in enumerate(uploads):
+            self.store.save_input(job_id, idx, upload.data)
+            selected, error = await asyncio.to_thread(self._select, job_id, idx, upload, options)
+            files.append((upload.name, len(selected), error))
+            numbers.append(selected)
+        total = sum(pages for _, pages, _ in files)
+        if total > self.settings.max_pages_per_job:
+            self.store.delete(job_id)
+            raise ApiError(
+                413, "too_many_pages",
+                f"{total} pages: the limit is {self.settings.max_pages_per_job} per job; "
+                "split the documents or select pages",
+            )  # fmt: skip
+        if total > self.queue.limit:  # waiting would never help
+            self.store.delete(job_id)
+            raise ApiError(
+                413, "too_many_pages",
+                f"{total} pages: more than the queue holds ({self.queue.limit}); split the "
+                "documents or select pages",
+            )  # fmt: skip
+        record = {**options.model_dump(), "page_numbers": numbers}
+        self.store.create(job_id, owner, record, files, webhook)
+        try:
+            self.queue.add(owner, job_id, self.store.pending(job_id))
+        except QueueFull:
+            self.store.delete(job_id)
+            raise ApiError(
+                503, "queue_full",
+                f"the queue is full ({len(self.queue)} pages waiting): try again later",
+                retry_after=30,
+            ) from None  # fmt: skip
+        self.metrics.jobs.labels("queued").inc()
+        self.metrics.queue_depth.set(len(self.queue))
+        if not total:
+            await self._complete(job_id)
+        return job_id
+
+    def _select(
+        self, job_id: str, idx: int, upload: Upload, options: ParseOptions
+    ) -> tuple[list[int], str | None]:
+        """The page numbers a file yields, or the one-line reason it cannot be read."""
+        try:
+            with open_document(
+                self.store.input_path(job_id, idx), self._document_options(options, None),
+                name=upload.name,
+            ) as document:  # fmt: skip
+                return [i + 1 for i in document.selected], None
+        except DotsOCRError as exc:
+            return [], str(exc)
+
+    def _document_options(self, options: ParseOptions, number: int | None) -> DocumentOptions:
+        return DocumentOptions(
+            pages=str(number) if number else options.pages,
+            dpi=options.dpi,
+            max_pixels=self.profile.max_pixels,
+            max_image_pixels=self.settings.max_image_pixels,
+        )
+
+    # Work.
+    async def _worker(self) -> None:
+        while True:
+            while self.engine is None:  # pages stay queued (and counted) until it answers
+                await asyncio.sleep(0.2)
+            key = await self.queue.get()
+            self.metrics.queue_depth.set(len(self.queue))
+            self._in_flight += 1
+            self.metrics.in_flight.set(self._in_flight)
+            try:
+                await self._read(key)
+            except Exception:  # a bug of ours must not stop the worker
+                log.exception("page %s failed unexpectedly", key)
+            finally:
+                self._in_flight -= 1
+                self.metrics.in_flight.set(self._in_flight)
+
+    async def _read(self, key: PageKey) -> None:
+        job = self.store.job(key.job_id)
+        if job is None or job["state"] not in ("queued", "running"):
+            return
+        self.store.start(key.job_id)
+        options = json.loads(job["options"])
+        parse = ParseOptions(**{k: v for k, v in options.items() if k != "page_numbers"})
+        number = options["page_numbers"][key.file_idx][key.page_idx]
+        name = self.store.files(key.job_id)[key.file_idx]["name"]
+        result = await self._page_result(key, name, number, parse)
+        if not self.store.page_done(key, result):
+            return
+        self.metrics.pages.labels(result.status.value).inc()
+        if result.seconds:
+            self.metrics.page_seconds.observe(result.seconds)
+        if result.status is PageStatus.FAILED and result.error and "server" in result.error:
+            self.metrics.engine_errors.inc()
+        counts = self.store.counts(key.job_id)
+        self._publish(key.job_id, {
+            "event": "page", "file": key.file_idx, "name": name, "page": number,
+            "status": result.status.value, "error": result.error, "seconds": result.seconds,
+            "done": counts["done"] + counts["failed"],
+            "total": sum(counts.values()),
+        })  # fmt: skip
+        if not counts["pending"]:
+            await self._complete(key.job_id)
+
+    async def _page_result(
+        self, key: PageKey, name: str, number: int, options: ParseOptions
+    ) -> PageResult:
+        """The page's result, failed when it cannot be read: never an exception, since a
+        page that raises would stay pending and its job would never end."""
+        path = self.store.input_path(key.job_id, key.file_idx)
+        try:
+            page = await asyncio.to_thread(self._render, path, name, number, options)
+        except DotsOCRError as exc:
+            return _failed(number, str(exc))
+        except Exception as exc:  # a bug below us: this page fails, the job goes on
+            log.exception("page %d of %r (job %s) could not be rendered", number, name, key.job_id)
+            return _failed(number, f"unexpected error rendering the page ({_short(exc)})")
+        pipeline = Pipeline(
+            self.engine, self.profile,
+            PipelineOptions(task=TASKS[options.task], keep_images=False),
+        )  # fmt: skip
+        try:
+            return await pipeline.read_page(page)
+        except EngineError as exc:
+            return _failed(number, str(exc), page)
+        except Exception as exc:
+            log.exception("page %d of %r (job %s) failed unexpectedly", number, name, key.job_id)
+            return _failed(number, f"unexpected error reading the page ({_short(exc)})", page)
+
+    def _render(self, path, name: str, number: int, options: ParseOptions) -> Page:
+        with open_document(path, self._document_options(options, number), name=name) as doc:
+            page = next(doc.pages())
+        if not isinstance(page, Page):
+            raise DotsOCRError(str(page.error))
+        return page
+
+    async def _complete(self, job_id: str) -> None:
+        job = self.store.job(job_id)
+        if job is None or job["state"] not in ("queued", "running"):
+            return
+        counts = self.store.counts(job_id)
+        files = self.store.files(job_id)
+        failed = counts["done"] == 0 and (counts["failed"] > 0 or all(f["error"] for f in files))
+        state = "failed" if failed else "done"
+        error = "every page failed" if failed and counts["failed"] else None
+        if failed and not counts["failed"]:
+            error = "no file could be read"
+        self._end(job, state, error)
+
+    def _end(self, job: dict[str, Any], state: str, error: str | None) -> None:
+        """Record a job's end, then tell its watchers and its webhook."""
+        self.store.finish(job["id"], state, error)
+        self._finish_metrics(job["id"], state)
+        self._publish(job["id"], {"event": "done", "state": state})
+        if job["webhook"]:
+            task = asyncio.create_task(self._call_webhook(job["id"], job["webhook"]))
+            self._webhooks.add(task)  # held until done, apart from the workers /ready watches
+            task.add_done_callback(self._webhooks.discard)
+
+    def _finish_metrics(self, job_id: str, state: str) -> None:
+        job = self.store.job(job_id)
+        if job is None:
+            return
+        self.metrics.jobs.labels(state).inc()
+        self.metrics.job_tokens.labels("in").observe(job["prompt_tokens"])
+        self.metrics.job_tokens.labels("out").observe(job["completion_tokens"])
+
+    async def _call_webhook(self, job_id: str, url: str) -> None:
+        from dotsocr.gateway.webhook import deliver
+
+        status = self.status(job_id)
+        if status is not None:
+            await deliver(url, status.model_dump(mode="json"), self.settings)
+
+    # Events.
+    def _publish(self, job_id: str, event: dict[str, Any]) -> None:
+        for queue in self._watchers.get(job_id, _Watchers()).queues:
+            queue.put_nowait(event)
+
+    async def events(self, job_id: str) -> AsyncIterator[dict[str, Any]]:
+        """Every page finished so far, then the rest as they finish, then ``done``."""
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._watchers.setdefault(job_id, _Watchers()).queues.append(queue)
+        try:
+            job = self.store.job(job_id)
+            if job is None:
+                return
+            options = json.loads(job["options"])
+            files = self.store.files(job_id)
+            seen: set[tuple[int, int]] = set()
+            total = sum(f["pages"] for f in files)
+            for done, (key, state) in enumerate(self.store.finished_pages(job_id), start=1):
+                result = self.store.result(key)
+                seen.add((key.file_idx, options["page_numbers"][key.file_idx][key.page_idx]))
+                yield {
+                    "event": "page", "file": key.file_idx, "name": files[key.file_idx]["name"],
+                    "page": options["page_numbers"][key.file_idx][key.page_idx],
+                    "status": result.status.value if result else state,
+                    "error": result.error if result else None,
+                    "seconds": result.seconds if result else None,
+                    "done": done, "total": total,
+                }  # fmt: skip
+            if job["state"] not in ("queued", "running"):
+                yield {"event": "done", "state": job["state"]}
+                return
+            while True:
+                try:
+                    event = await asyncio.wait_for(queue.get(), KEEP_ALIVE)
+                except TimeoutError:
+                    yield {"event": "keep-alive"}  # proxies cut streams that stay silent
+                    continue
+                if event["event"] == "page" and (event["file"], event["page"]) in seen:
+                    continue
+                yield event
+                if event["event"] == "done":
+                    return
+        finally:
+            watchers = self._watchers.get(job_id)
+            if watchers:
+                watchers.queues.remove(queue)
+                if not watchers.queues:
+                    del self._watchers[job_id]
+
+    async def wait(self, job_id: str, timeout: float) -> bool:
+        """Until the job ends; False when ``timeout`` passed first."""
+
+        async def until_done() -> None:
+            async for event in self.events(job_id):
+                if event["event"] == "done":
+                    return
+
+        try:
+            await asyncio.wait_for(until_done(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    # Reading.
+    def status(self, job_id: str) -> JobStatus | None:
+        job = self.store.job(job_id)
+        if job is None:
+            return None
+        counts = self.store.counts(job_id)
+        files = [
+            FileStatus(index=f["idx"], name=f["name"], pages=f["pages"], error=f["error"])
+            for f in self.store.files(job_id)
+        ]
+        end = job["finished"] or time.time()
+        return JobStatus(
+            id=job_id,
+            state=job["state"],
+            queue_position=self.queue.position(job_id),
+            pages=Progress(
+                total=sum(counts.values()),
+                done=counts["done"],
+                failed=counts["failed"],
+                pending=counts["pending"],
+            ),
+            files=files,
+            created=job["created"],
+            started=job["started"],
+            finished=job["finished"],
+            seconds=round(end - job["started"], 3) if job["started"] else None,
+            prompt_tokens=job["prompt_tokens"],
+            completion_tokens=job["completion_tokens"],
+            error=job["error"],
+            links=JobLinks(
+                self=f"/v1/jobs/{job_id}",
+                events=f"/v1/jobs/{job_id}/events",
+                result=f"/v1/jobs/{job_id}/result",
+            ),
+        )
+
+    def owner(self, job_id: str) -> str | None:
+        job = self.store.job(job_id)
+        return job["owner"] if job else None
+
+    def documents(self, job_id: str) -> list[DocumentResult]:
+        """The results so far, one document per file, pages in order."""
+        job = self.store.job(job_id)
+        if job is None:
+            return []
+        options = json.loads(job["options"])
+        out = []
+        for f in self.store.files(job_id):
+            pages = [
+                result
+                for page_idx in range(f["pages"])
+                if (result := self.store.result(PageKey(job_id, f["idx"], page_idx)))
+            ]
+            mark_running_furniture(pages)
+            out.append(
+                DocumentResult(
+                    source=f["name"],
+                    model=self.profile.name,
+                    task=TASKS[options["task"]],
+                    pages=pages,
+                )
+            )
+        return out
+
+    def markdown(self, job_id: str) -> str:
+        job = self.store.job(job_id)
+        keep = bool(job and json.loads(job["options"]).get("headers_footers"))
+        documents = self.documents(job_id)
+        parts = []
+        for doc in documents:
+            text = render_markdown(doc, include_furniture=keep, pictures="omit").text
+            parts.append(text if len(documents) == 1 else f"<!-- {doc.source} -->\n\n{text}")
+        return "\n\n".join(parts)
+
+    def layout(self, job_id: str) -> list[dict[str, Any]]:
+        """Layout JSON per document; a file that could not be read carries its ``error``."""
+        out = []
+        for doc, file in zip(self.documents(job_id), self.store.files(job_id), strict=True):
+            data = json.loads(render_json(doc, indent=None))
+            if file["error"]:
+                data["error"] = file["error"]
+            out.append(data)
+        return out
+
+    def zip(self, job_id: str) -> bytes:
+        job = self.store.job(job_id)
+        keep = bool(job and json.loads(job["options"]).get("headers_footers"))
+        buffer = io.BytesIO()
+        with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+            for idx, doc in enumerate(self.documents(job_id)):
+                stem = f"{idx:02d}-{_safe(doc.source)}"
+                markdown = render_markdown(doc, include_furniture=keep, pictures="omit").text
+                archive.writestr(f"{stem}.md", markdown)
+                archive.writestr(f"{stem}.json", render_json(doc))
+        return buffer.getvalue()
+
+    # Ending.
+    async def cancel(self, job_id: str) -> None:
+        """Stop a job's waiting pages and forget it; pages in flight finish unseen."""
+        self.queue.remove(job_id)
+        self.metrics.queue_depth.set(len(self.queue))
+        job = self.store.job(job_id)
+        if job and job["state"] in ("queued", "running"):
+            self.store.finish(job_id, "cancelled")
+            self.metrics.jobs.labels("cancelled").inc()
+            self._publish(job_id, {"event": "done", "state": "cancelled"})
+        self.store.delete(job_id)
+
+    async def _sweeper(self) -> None:
+        """Fail jobs past their time limit and remove results past their retention time."""
+        while True:
+            now = time.time()
+            for job in self.store.active_jobs():
+                if job["started"] and now - job["started"] > self.settings.job_timeout:
+                    self.queue.remove(job["id"])
+                    limit = f"over the time limit of {self.settings.job_timeout:g} s"
+                    self._end(job, "failed", limit)
+            for job_id in self.store.expired(now - self.settings.retention_hours * 3600):
+                self.store.delete(job_id)
+            self.metrics.queue_depth.set(len(self.queue))
+            await asyncio.sleep(min(CLEAN_EVERY, self.settings.job_timeout / 4))
+
+
+def _failed(number: int, error: str, page: Page | None = None) -> PageResult:
+    return PageResult(
+        index=number - 1, width=page.width if page else 0, height=page.height if page else 0,
+        status=PageStatus.FAILED, error=error,
+    )  # fmt: skip
+
+
+def _short(exc: Exception) -> str:
+    """One line naming an unexpected exception, for a page's error."""
+    text = " ".join(str(exc).split())[:200]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _safe(name: str) -> str:
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", name.rsplit("/", 1)[-1]).strip("._")
+    return (stem or "document")[:80]

@@ -1,0 +1,114 @@
+"""The gateway's request and response bodies, shared with the SDK in ``dotsocr.client``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from dotsocr import defaults
+
+TASKS = {"layout": "layout_all", "layout-only": "layout_only", "ocr": "ocr"}
+JobState = Literal["queued", "running", "done", "failed", "cancelled"]
+# The form document.selection reads: N, N-, N-M or -M, comma separated, or "all". Checked
+# here so a malformed selection is a 422, not an error on every file of the job.
+_RANGE = r"(\d+\s*(-\s*\d*)?|-\s*\d+)"
+PAGES_PATTERN = rf"^\s*([Aa][Ll][Ll]|{_RANGE}(\s*,\s*{_RANGE})*)?\s*$"
+
+
+class ParseOptions(BaseModel):
+    """What to do with the documents: the same for every file of a request."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task: Annotated[
+        Literal["layout", "layout-only", "ocr"],
+        Field(description="layout: cells with boxes and text; layout-only: boxes; ocr: text"),
+    ] = "layout"
+    pages: Annotated[
+        str | None,
+        Field(
+            description="page selection such as 1-3,7 (1-based); all when empty",
+            max_length=200,
+            pattern=PAGES_PATTERN,
+        ),
+    ] = None
+    dpi: Annotated[float, Field(ge=36, le=600, description="PDF render resolution")] = defaults.DPI
+    headers_footers: Annotated[
+        bool, Field(description="keep page headers and footers in the Markdown")
+    ] = False
+
+
+class FileIn(BaseModel):
+    """One document in a JSON body: its bytes in base64, or a URL when the server allows."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[str, Field(max_length=255, description="for display only")] = "document"
+    base64: Annotated[str | None, Field(description="the file's bytes, base64")] = None
+    url: Annotated[str | None, Field(description="http(s) URL, if URL inputs are on")] = None
+
+
+class JsonRequest(ParseOptions):
+    """The JSON alternative to a multipart upload."""
+
+    files: Annotated[list[FileIn], Field(min_length=1, max_length=100)]
+    webhook: Annotated[
+        str | None, Field(description="URL called with the job's status when it ends")
+    ] = None
+
+
+class FileStatus(BaseModel):
+    index: int
+    name: str
+    pages: int
+    error: str | None = None
+
+
+class Progress(BaseModel):
+    total: int
+    done: int
+    failed: int
+    pending: int
+
+
+class JobLinks(BaseModel):
+    self: str
+    events: str
+    result: str
+
+
+class JobStatus(BaseModel):
+    id: str
+    state: JobState
+    queue_position: Annotated[
+        int | None, Field(description="jobs with pages waiting before this one's next page")
+    ] = None
+    pages: Progress
+    files: list[FileStatus]
+    created: float
+    started: float | None = None
+    finished: float | None = None
+    seconds: float | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    error: str | None = None
+    links: JobLinks
+
+
+class ParseResult(BaseModel):
+    """A finished request: Markdown and layout JSON per document."""
+
+    job: JobStatus
+    markdown: str | None = None
+    documents: list[dict[str, Any]] | None = None
+
+
+class ErrorBody(BaseModel):
+    status: int
+    code: str
+    message: str
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody

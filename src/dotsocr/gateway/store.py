@@ -1,0 +1,246 @@
+"""Jobs that survive a crash: an SQLite database (WAL) and a folder of results.
+
+A page's result is written to its file first and marked done in the database after, in
+one transaction per page, so a crash between the two only means the page is read again;
+a page marked done always has its result. Uploaded files are stored under names we
+make; the names users gave are data, never paths.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import shutil
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dotsocr.layout import PageResult
+from dotsocr.output import write_atomic
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    state TEXT NOT NULL,            -- queued, running, done, failed, cancelled
+    created REAL NOT NULL,
+    started REAL,
+    finished REAL,
+    options TEXT NOT NULL,          -- JSON: task, dpi, pages, formats...
+    webhook TEXT,
+    error TEXT,
+    prompt_tokens INTEGER NOT NULL DEFAULT 0,
+    completion_tokens INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS files (
+    job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+    idx INTEGER NOT NULL,
+    name TEXT NOT NULL,             -- as the user named it: for display only
+    pages INTEGER NOT NULL,
+    error TEXT,                     -- the file could not be opened
+    PRIMARY KEY (job_id, idx)
+);
+CREATE TABLE IF NOT EXISTS pages (
+    job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+    file_idx INTEGER NOT NULL,
+    page_idx INTEGER NOT NULL,      -- 0-based index into the file's pages
+    state TEXT NOT NULL,            -- pending, done, failed
+    seconds REAL,
+    finished REAL,
+    PRIMARY KEY (job_id, file_idx, page_idx)
+);
+CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
+"""
+ACTIVE = ("queued", "running")
+
+
+@dataclass(frozen=True)
+class PageKey:
+    job_id: str
+    file_idx: int
+    page_idx: int
+
+
+class JobStore:
+    """Thread-safe access to the job database and the results folder."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(root / "jobs.db", check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")  # WAL: durable at checkpoints, never torn
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _rows(self, sql: str, *args: Any) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._db.execute(sql, args).fetchall()
+
+    # Paths: ours only.
+    def job_dir(self, job_id: str) -> Path:
+        return self.root / "jobs" / job_id
+
+    def input_path(self, job_id: str, file_idx: int) -> Path:
+        return self.job_dir(job_id) / "inputs" / f"{file_idx:04d}"
+
+    def result_path(self, key: PageKey) -> Path:
+        return self.job_dir(key.job_id) / "pages" / f"{key.file_idx:04d}-{key.page_idx:05d}.json"
+
+    # Writing.
+    def new_job_id(self) -> str:
+        return secrets.token_urlsafe(12)
+
+    def create(
+        self,
+        job_id: str,
+        owner: str,
+        options: dict[str, Any],
+        files: list[tuple[str, int, str | None]],
+        webhook: str | None = None,
+    ) -> None:
+        """A job with its files (name, pages, error) and every page pending; its inputs must
+        already be stored at ``input_path``."""
+        now = time.time()
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO jobs (id, owner, state, created, options, webhook) "
+                "VALUES (?, ?, 'queued', ?, ?, ?)",
+                (job_id, owner, now, json.dumps(options), webhook),
+            )
+            for idx, (name, pages, error) in enumerate(files):
+                db.execute(
+                    "INSERT INTO files (job_id, idx, name, pages, error) VALUES (?, ?, ?, ?, ?)",
+                    (job_id, idx, name, pages, error),
+                )
+                db.executemany(
+                    "INSERT INTO pages (job_id, file_idx, page_idx, state) "
+                    "VALUES (?, ?, ?, 'pending')",
+                    [(job_id, idx, p) for p in range(pages)],
+                )
+
+    def save_input(self, job_id: str, file_idx: int, data: bytes) -> Path:
+        path = self.input_path(job_id, file_idx)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, data)
+        return path
+
+    def start(self, job_id: str) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE jobs SET state='running', started=COALESCE(started, ?) "
+                "WHERE id=? AND state='queued'",
+                (time.time(), job_id),
+            )
+
+    def page_done(self, key: PageKey, result: PageResult) -> bool:
+        """Keep a page's result; False when the job is gone (cancelled meanwhile)."""
+        path = self.result_path(key)
+        if not self.job_dir(key.job_id).exists():
+            return False
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, result.model_dump_json())
+        state = "failed" if result.status.value == "failed" else "done"
+        with self._tx() as db:
+            changed = db.execute(
+                "UPDATE pages SET state=?, seconds=?, finished=? "
+                "WHERE job_id=? AND file_idx=? AND page_idx=? AND state='pending'",
+                (state, result.seconds, time.time(), key.job_id, key.file_idx, key.page_idx),
+            ).rowcount
+            if changed:
+                db.execute(
+                    "UPDATE jobs SET prompt_tokens=prompt_tokens+?, "
+                    "completion_tokens=completion_tokens+? WHERE id=?",
+                    (result.prompt_tokens or 0, result.completion_tokens or 0, key.job_id),
+                )
+        return bool(changed)
+
+    def finish(self, job_id: str, state: str, error: str | None = None) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE jobs SET state=?, error=?, finished=? WHERE id=? AND state IN (?, ?)",
+                (state, error, time.time(), job_id, *ACTIVE),
+            )
+
+    def delete(self, job_id: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM jobs WHERE id=?", (job_id,))
+        shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
+
+    # Reading.
+    def job(self, job_id: str) -> dict[str, Any] | None:
+        rows = self._rows("SELECT * FROM jobs WHERE id=?", job_id)
+        return dict(rows[0]) if rows else None
+
+    def files(self, job_id: str) -> list[dict[str, Any]]:
+        return [
+            dict(r) for r in self._rows("SELECT * FROM files WHERE job_id=? ORDER BY idx", job_id)
+        ]
+
+    def counts(self, job_id: str) -> dict[str, int]:
+        rows = self._rows(
+            "SELECT state, COUNT(*) AS n FROM pages WHERE job_id=? GROUP BY state", job_id
+        )
+        counts = {"pending": 0, "done": 0, "failed": 0}
+        counts.update({r["state"]: r["n"] for r in rows})
+        return counts
+
+    def pending(self, job_id: str) -> list[PageKey]:
+        rows = self._rows(
+            "SELECT file_idx, page_idx FROM pages WHERE job_id=? AND state='pending' "
+            "ORDER BY file_idx, page_idx",
+            job_id,
+        )
+        return [PageKey(job_id, r["file_idx"], r["page_idx"]) for r in rows]
+
+    def finished_pages(self, job_id: str) -> list[tuple[PageKey, str]]:
+        rows = self._rows(
+            "SELECT file_idx, page_idx, state FROM pages WHERE job_id=? AND state!='pending' "
+            "ORDER BY finished",
+            job_id,
+        )
+        return [(PageKey(job_id, r["file_idx"], r["page_idx"]), r["state"]) for r in rows]
+
+    def result(self, key: PageKey) -> PageResult | None:
+        try:
+            return PageResult.model_validate_json(self.result_path(key).read_bytes())
+        except FileNotFoundError:
+            return None
+
+    def active_jobs(self) -> list[dict[str, Any]]:
+        """Jobs to take up again after a restart, oldest first."""
+        rows = self._rows("SELECT * FROM jobs WHERE state IN (?, ?) ORDER BY created", *ACTIVE)
+        return [dict(r) for r in rows]
+
+    def state_counts(self) -> dict[str, int]:
+        rows = self._rows("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state")
+        return {r["state"]: r["n"] for r in rows}
+
+    def expired(self, older_than: float) -> list[str]:
+        """Finished jobs whose results outlived the retention time."""
+        rows = self._rows(
+            "SELECT id FROM jobs WHERE state NOT IN (?, ?) AND finished < ?", *ACTIVE, older_than
+        )
+        return [r["id"] for r in rows]
