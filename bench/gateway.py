@@ -29,8 +29,7 @@ import pikepdf
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from throughput import book  # noqa: E402
+from vllm_support.documents import book  # noqa: E402
 from vllm_support.server import free_port  # noqa: E402
 from vllm_support.standin import StandIn, start  # noqa: E402
 

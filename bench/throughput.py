@@ -12,7 +12,6 @@ and its pages/s is printed beside the measured one.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import signal
@@ -22,24 +21,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import pikepdf
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+from vllm_support.documents import book  # noqa: E402
 from vllm_support.standin import StandIn, start  # noqa: E402
 
 SAMPLE = ROOT / "tests" / "data" / "multi_page.pdf"
-
-
-def book(pages: int, folder: Path) -> Path:
-    path = folder / f"book-{pages}.pdf"
-    with pikepdf.open(SAMPLE) as source, pikepdf.new() as pdf:
-        while len(pdf.pages) < pages:
-            pdf.pages.extend(source.pages[: pages - len(pdf.pages)])
-        buffer = io.BytesIO()
-        pdf.save(buffer)
-    path.write_bytes(buffer.getvalue())
-    return path
 
 
 def ocr(args: list[str]) -> tuple[float, float]:

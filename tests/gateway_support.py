@@ -7,7 +7,6 @@ clean environment: only the ``DOTSOCR_*`` variables a test passes reach it.
 from __future__ import annotations
 
 import contextlib
-import io
 import json
 import os
 import signal
@@ -24,7 +23,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
-import pikepdf
 from prometheus_client.parser import text_string_to_metric_families
 
 from dotsocr.serve.launcher import _die_with_parent
@@ -210,19 +208,6 @@ def assert_error(response: httpx.Response, status: int, code: str) -> str:
     assert body["error"]["status"] == status and body["error"]["code"] == code, body
     assert body["error"]["message"], body
     return body["error"]["message"]
-
-
-# Documents.
-def book(pages: int, folder: Path) -> Path:
-    """A ``pages``-page PDF made by repeating the sample's pages."""
-    path = folder / f"book-{pages}.pdf"
-    with pikepdf.open(SAMPLE) as source, pikepdf.new() as pdf:
-        while len(pdf.pages) < pages:
-            pdf.pages.extend(source.pages[: pages - len(pdf.pages)])
-        buffer = io.BytesIO()
-        pdf.save(buffer)
-    path.write_bytes(buffer.getvalue())
-    return path
 
 
 # A webhook receiver.

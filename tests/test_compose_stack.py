@@ -23,6 +23,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from compose_support import validate_compose
 from vllm_support.server import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,23 +45,8 @@ def _compose(tmp_path: Path, *args: str, code: int = 0) -> tuple[dict, str]:
     assert result.returncode == code, result.stderr
     if code:
         return {}, result.stderr
-    _validate(out)
+    validate_compose(out)
     return yaml.safe_load(out.read_text()), result.stderr
-
-
-def _validate(path: Path) -> None:
-    """Docker's own check where Compose is installed (.ci/run installs it)."""
-    if shutil.which("docker-compose"):
-        command = ["docker-compose", "-f", str(path), "config", "-q"]
-    elif subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
-        command = ["docker", "compose", "-f", str(path), "config", "-q"]
-    elif os.environ.get("CI"):
-        pytest.fail("docker compose is not installed: .ci/run should install docker-compose")
-    else:
-        return
-    env = {**os.environ, "DOTSOCR_API_KEY": "x"}
-    checked = subprocess.run(command, capture_output=True, text=True, env=env)
-    assert checked.returncode == 0, checked.stderr
 
 
 def _mounts(service: dict, base: Path) -> dict[str, Path]:
@@ -71,6 +57,23 @@ def _mounts(service: dict, base: Path) -> dict[str, Path]:
         if source.startswith((".", "/")):
             out[target] = (base / source).resolve()
     return out
+
+
+def test_written_in_the_source_tree_the_mounts_are_paths_not_volume_names(tmp_path):
+    tree = tmp_path / "dotsocr"
+    shutil.copytree(ROOT / "deploy", tree / "deploy")
+    shutil.copy(ROOT / "Dockerfile", tree / "Dockerfile")
+    out = tree / "docker-compose.yml"
+    result = subprocess.run(
+        [*DOTSOCR, "compose", "-o", str(out), *CARD], capture_output=True, text=True, cwd=tree
+    )
+    assert result.returncode == 0, result.stderr
+    validate_compose(out)
+    services = yaml.safe_load(out.read_text())["services"]
+    for name in ("prometheus", "grafana"):
+        mounts = [v.split(":")[0] for v in services[name]["volumes"] if "/" in v.split(":")[0]]
+        assert mounts and all(m.startswith("./deploy/") for m in mounts), mounts
+    assert services["gateway"]["build"]["context"] == "."
 
 
 @pytest.fixture(scope="module")

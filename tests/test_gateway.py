@@ -29,7 +29,6 @@ from gateway_support import (
     TITLE,
     Gateway,
     assert_error,
-    book,
     events,
     free_port,
     metrics,
@@ -40,6 +39,7 @@ from gateway_support import (
     wait_for,
     wait_job,
 )
+from vllm_support.documents import book
 from vllm_support.standin import StandIn
 from vllm_support.standin import start as start_standin
 
@@ -558,6 +558,19 @@ def test_a_job_over_its_time_limit_fails_and_says_so(standin, tmp_path):
             )  # fmt: skip
             [sent] = wait_for(lambda: hooks.delivered("/hook"), 30, "the webhook")
             assert sent["id"] == job_id and sent["state"] == "failed"
+    finally:
+        gateway.stop()
+
+
+def test_results_are_removed_after_their_retention_time(tmp_path):
+    env = {"DOTSOCR_RETENTION_HOURS": "0.0005"}  # 1.8 s
+    gateway = start_gateway(tmp_path / "data", "--engine", "cpu", env=env, ready=True)
+    try:
+        client = gateway.client()
+        job_id = submit(client, [upload(SAMPLE)], pages="1")["id"]
+        assert wait_job(client, job_id)["state"] == "done"
+        wait_for(lambda: client.get(f"/v1/jobs/{job_id}").status_code == 404 or None, 30, "cleanup")
+        assert not (tmp_path / "data" / "jobs" / job_id).exists()
     finally:
         gateway.stop()
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -12,9 +11,9 @@ import threading
 import time
 from pathlib import Path
 
-import pytest
 import yaml
 
+from compose_support import validate_compose
 from vllm_support.server import free_port
 from vllm_support.standin import StandIn, start
 
@@ -262,23 +261,8 @@ def _compose(tmp_path: Path, *args: str) -> dict:
         [*DOTSOCR, "compose", "-o", str(out), *args], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stderr
-    _validate(out)
+    validate_compose(out)
     return yaml.safe_load(out.read_text())
-
-
-def _validate(path: Path) -> None:
-    """Docker's own check where Compose is installed (.ci/run installs it)."""
-    if shutil.which("docker-compose"):
-        command = ["docker-compose", "-f", str(path), "config", "-q"]
-    elif subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0:
-        command = ["docker", "compose", "-f", str(path), "config", "-q"]
-    elif os.environ.get("CI"):
-        pytest.fail("docker compose is not installed: .ci/run should install docker-compose")
-    else:
-        return
-    env = {**os.environ, "DOTSOCR_API_KEY": "x"}
-    checked = subprocess.run(command, capture_output=True, text=True, env=env)
-    assert checked.returncode == 0, checked.stderr
 
 
 def test_compose_has_the_gpu_reservation_health_check_and_plan(tmp_path):

@@ -489,7 +489,8 @@ class JobManager:
             for job_id in self.store.expired(now - self.settings.retention_hours * 3600):
                 self.store.delete(job_id)
             self.metrics.queue_depth.set(len(self.queue))
-            await asyncio.sleep(min(CLEAN_EVERY, self.settings.job_timeout / 4))
+            retention = self.settings.retention_hours * 3600
+            await asyncio.sleep(min(CLEAN_EVERY, self.settings.job_timeout / 4, retention / 4))
 
 
 def _failed(number: int, error: str, page: Page | None = None) -> PageResult:

@@ -157,7 +157,10 @@ def add_gateway(
             "the gateway talks to one model server: use --multi-gpu data-parallel for one "
             "endpoint over all GPUs, or --no-gateway"
         )
-    deploy = PurePosixPath(source) / "deploy"
+    # Compose reads a bind-mount source as a path only when it starts with . or /; a bare
+    # deploy/... would be taken for a named volume.
+    root = str(PurePosixPath(source))
+    deploy = f"{root if root.startswith(('/', '.')) else './' + root}/deploy"
     environment: dict[str, Any] = {
         "DOTSOCR_ENGINE": "server",
         "DOTSOCR_SERVER_URL": f"http://vllm:{CONTAINER_PORT}",
@@ -196,7 +199,7 @@ def add_gateway(
         ],
         "ports": ["9090:9090"],
         "volumes": [
-            f"{deploy / 'prometheus.yml'}:/etc/prometheus/prometheus.yml:ro",
+            f"{deploy}/prometheus.yml:/etc/prometheus/prometheus.yml:ro",
             "prometheus-data:/prometheus",
         ],
         "depends_on": ["gateway"],
@@ -210,8 +213,8 @@ def add_gateway(
         },
         "ports": ["3000:3000"],
         "volumes": [
-            f"{deploy / 'grafana' / 'provisioning'}:/etc/grafana/provisioning:ro",
-            f"{deploy / 'grafana' / 'dashboards'}:/etc/dotsocr/dashboards:ro",
+            f"{deploy}/grafana/provisioning:/etc/grafana/provisioning:ro",
+            f"{deploy}/grafana/dashboards:/etc/dotsocr/dashboards:ro",
             "grafana-data:/var/lib/grafana",
         ],
         "depends_on": ["prometheus"],
