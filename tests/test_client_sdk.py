@@ -102,7 +102,11 @@ def stuck_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A gateway whose model server never answers: not ready, a tiny queue, a short wait."""
     dead = f"http://127.0.0.1:{_free_port()}"
     tmp = tmp_path_factory.mktemp("stuck")
-    limits = {"DOTSOCR_MAX_QUEUED_PAGES": "4", "DOTSOCR_SYNC_TIMEOUT": "0.5"}
+    limits = {
+        "DOTSOCR_MAX_QUEUED_PAGES": "4",
+        "DOTSOCR_SYNC_TIMEOUT": "0.5",
+        "DOTSOCR_EVENT_KEEP_ALIVE": "0.3",
+    }
     with _gateway(tmp, "--engine", "server", "--server", dead, **limits) as url:
         yield url
 
@@ -265,6 +269,8 @@ def test_a_busy_gateway_says_so(stuck_gateway: str, connect: Callable[..., Any])
             client.parse(PDF, pages="1")
         assert (late.value.status, late.value.code) == (504, "timeout")
         client.delete(re.search(r"/v1/jobs/([\w-]+)", str(late.value))[1])
+        with pytest.raises(WaitTimeout):  # keep-alives let it look at its clock
+            client.wait(waiting.id, timeout=1.0)
     finally:
         client.delete(waiting.id)
 

@@ -186,7 +186,8 @@ def test_grafana_reads_prometheus_and_the_dashboard_from_its_mounts(stack):
     sources = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())
     (source,) = sources["datasources"]
     assert source["type"] == "prometheus" and source["url"] == "http://prometheus:9090"
-    assert any(p.startswith("9090:") for p in document["services"]["prometheus"]["ports"])
+    assert document["services"]["prometheus"]["ports"] == ["127.0.0.1:9090:9090"]  # local only
+    assert document["services"]["grafana"]["ports"] == ["127.0.0.1:3000:3000"]
     providers = yaml.safe_load((provisioning / "dashboards" / "dotsocr.yml").read_text())
     (provider,) = providers["providers"]
     assert provider["options"]["path"] == "/etc/dotsocr/dashboards"

@@ -40,3 +40,9 @@ def test_a_server_engine_needs_a_server(monkeypatch):
     monkeypatch.delenv("DOTSOCR_SERVER_URL", raising=False)
     with pytest.raises(ConfigError, match="DOTSOCR_SERVER_URL"):
         GatewaySettings(engine="server")
+
+
+def test_a_missing_config_file_is_said(tmp_path, monkeypatch):
+    monkeypatch.setenv("DOTSOCR_CONFIG", str(tmp_path / "nowhere.toml"))
+    with pytest.raises(ConfigError, match=r"nowhere\.toml, which is not a file"):
+        GatewaySettings()

@@ -13,6 +13,8 @@ import io
 import json
 import random
 import re
+import subprocess
+import sys
 import threading
 import zipfile
 from collections import deque
@@ -229,7 +231,9 @@ def test_job_events_results_and_delete(cpu, corpus):
     created = submit(client, files)
     job_id = created["id"]
     assert created["state"] in ("queued", "running")
-    assert created["pages"]["total"] == 6 and created["pages"]["done"] <= 6
+    progress = created["pages"]
+    assert progress["total"] == 6
+    assert progress["done"] + progress["failed"] + progress["pending"] == 6
     assert [f["pages"] for f in created["files"]] == [5, 1, 0]
     assert "empty" in created["files"][2]["error"]
     assert created["links"] == {
@@ -560,6 +564,20 @@ def test_a_job_over_its_time_limit_fails_and_says_so(standin, tmp_path):
             assert sent["id"] == job_id and sent["state"] == "failed"
     finally:
         gateway.stop()
+
+
+def test_a_second_gateway_on_the_same_folder_is_refused(tmp_path):
+    gateway = start_gateway(tmp_path / "data", "--engine", "cpu")
+    try:
+        second = subprocess.run(
+            [sys.executable, "-m", "dotsocr", "gateway", "--engine", "cpu", "--port",
+             str(free_port()), "--data-dir", str(tmp_path / "data")],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    finally:
+        gateway.stop()
+    assert second.returncode == 2
+    assert "in use by another gateway" in second.stderr and "Traceback" not in second.stderr
 
 
 def test_results_are_removed_after_their_retention_time(tmp_path):

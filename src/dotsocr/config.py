@@ -55,6 +55,9 @@ class GatewaySettings(BaseSettings):
     max_queued_pages: Annotated[
         int, Field(ge=1, description="pages waiting, all jobs together; past it: 503")
     ] = 20_000
+    event_keep_alive: Annotated[
+        float, Field(gt=0, description="seconds of silence before an event stream's keep-alive")
+    ] = 15.0
     sync_timeout: Annotated[
         float, Field(gt=0, description="seconds /v1/parse waits before answering 504")
     ] = 120.0
@@ -86,6 +89,10 @@ class GatewaySettings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         config = os.environ.get("DOTSOCR_CONFIG")
+        if config and not Path(config).is_file():
+            from dotsocr.errors import ConfigError
+
+            raise ConfigError(f"DOTSOCR_CONFIG names {config}, which is not a file")
         if config:
             sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config)))
         return tuple(sources)

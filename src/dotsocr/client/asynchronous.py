@@ -14,6 +14,7 @@ from dotsocr.client.calls import (
     DEFAULT_TIMEOUT,
     ENDED,
     HEALTH,
+    KEEP_ALIVE,
     READY,
     Files,
     OnProgress,
@@ -152,7 +153,8 @@ class AsyncClient(_Base):
         """See ``Client.events``: ``async for event in client.events(job.id): ...``."""
         async with aclosing(self._events(job_id, None)) as events:
             async for event in events:
-                yield event
+                if event["event"] != KEEP_ALIVE:
+                    yield event
 
     async def _events(
         self, job_id: str, read_timeout: float | None

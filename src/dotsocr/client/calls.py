@@ -44,6 +44,7 @@ CONNECT_TIMEOUT = 10.0
 POLL_EVERY = 1.0  # seconds between status checks while the event stream is gone
 STALL = 30.0  # seconds of silence on the event stream before wait() checks the status
 ENDED = frozenset({"done", "failed", "cancelled"})
+KEEP_ALIVE = "keep-alive"  # the gateway's comment line on a quiet event stream
 
 
 # What both clients share: calls described as data, and how answers are read.
@@ -191,8 +192,8 @@ class _EventParser:
         self.data: list[str] = []
 
     def feed(self, line: str) -> dict[str, Any] | None:
-        if line.startswith(":"):  # a comment, such as a keep-alive
-            return None
+        if line.startswith(":"):  # a comment; a keep-alive lets wait() look at its clock
+            return {"event": KEEP_ALIVE} if "keep-alive" in line else None
         if line:
             field, _, value = line.partition(":")
             value = value.removeprefix(" ")

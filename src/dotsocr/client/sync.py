@@ -13,6 +13,7 @@ from dotsocr.client.calls import (
     DEFAULT_TIMEOUT,
     ENDED,
     HEALTH,
+    KEEP_ALIVE,
     READY,
     Files,
     OnProgress,
@@ -216,7 +217,7 @@ class Client(_Base):
             >>> for event in client.events(job.id):
             ...     print(event["event"], event.get("page"))
         """
-        yield from self._events(job_id, None)
+        yield from (e for e in self._events(job_id, None) if e["event"] != KEEP_ALIVE)
 
     def _events(self, job_id: str, read_timeout: float | None) -> Iterator[dict[str, Any]]:
         call = _Call("GET", _job_path(job_id, "/events"), _nothing)
@@ -236,8 +237,7 @@ class Client(_Base):
         raise self._stream_ended(job_id)
 
     def result(self, job_id: str) -> ParseResult:
-        """The job's status and layout JSON: partial while it runs, complete after.
-        (``markdown`` is None here: ask ``markdown()``.)"""
+        """The job's status, Markdown and layout JSON: partial while it runs, complete after."""
         return self._send(_result(job_id, "json", _model(ParseResult)))
 
     def markdown(self, job_id: str) -> str:

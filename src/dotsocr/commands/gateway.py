@@ -44,7 +44,13 @@ def gateway_command(
         "max_in_flight": max_in_flight,
     }
     settings = GatewaySettings(**{k: v for k, v in given.items() if v is not None})
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level=log_level)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level=log_level,
+        timeout_graceful_shutdown=5,  # event streams do not end on their own
+    )
 
 
 def register(app: typer.Typer) -> None:

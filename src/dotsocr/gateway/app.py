@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
 import hmac
 import json
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal, get_args
@@ -36,6 +38,7 @@ from dotsocr.gateway.models import (
 )
 
 ANONYMOUS = "anonymous"
+log = logging.getLogger("dotsocr.gateway")
 ENVELOPE = 64 * 1024  # room for multipart headers and boundaries, or JSON names and options
 FORM_FIELDS = ("task", "pages", "dpi", "headers_footers", "webhook")
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -101,6 +104,13 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             headers = {"WWW-Authenticate": "Bearer"}
         return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
 
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        """Still one JSON shape: a bug of ours, or a full disk."""
+        log.exception("unexpected error on %s", request.url.path)
+        message = f"unexpected {type(exc).__name__}: {exc} (the gateway's log has the details)"
+        return JSONResponse(ApiError(500, "internal", message).body(), 500)
+
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse(ApiError(422, "invalid", _describe(exc.errors())).body(), 422)
@@ -131,6 +141,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         response_model=ParseResult,
         responses={
             **UPLOAD_ERRORS,
+            409: {"model": ErrorResponse},  # deleted while we waited
             504: {"model": ErrorResponse},
             200: {"content": {"text/markdown": {"schema": {"type": "string"}}}},  # ?format=md
         },
@@ -151,12 +162,12 @@ def create_app(settings: GatewaySettings) -> FastAPI:
                 f"not finished within {settings.sync_timeout:g} s; the job goes on: poll "
                 f"/v1/jobs/{job_id}, or send large documents to POST /v1/jobs",
             )  # fmt: skip
-        status = manager.status(job_id)
+        result = await asyncio.to_thread(manager.render, job_id, format)
+        if result is None:
+            raise ApiError(409, "cancelled", f"job {job_id} was deleted before it finished")
         if format == "md":
-            return PlainTextResponse(manager.markdown(job_id), media_type="text/markdown")
-        return ParseResult(
-            job=status, markdown=manager.markdown(job_id), documents=manager.layout(job_id)
-        )
+            return PlainTextResponse(result, media_type="text/markdown")
+        return result
 
     @app.post(
         "/v1/jobs",
@@ -220,19 +231,17 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     ) -> Response:
         """The results so far (partial while the job runs, complete after)."""
         visible(job_id, who)
+        result = await asyncio.to_thread(manager.render, job_id, format)
+        if result is None:
+            raise ApiError(404, "not_found", f"no job {job_id!r} for this key")
         if format == "md":
-            return PlainTextResponse(manager.markdown(job_id), media_type="text/markdown")
+            return PlainTextResponse(result, media_type="text/markdown")
         if format == "zip":
             return Response(
-                manager.zip(job_id), media_type="application/zip",
+                result, media_type="application/zip",
                 headers={"Content-Disposition": f'attachment; filename="{job_id}.zip"'},
             )  # fmt: skip
-        body = ParseResult(
-            job=manager.status(job_id),
-            markdown=manager.markdown(job_id),
-            documents=manager.layout(job_id),
-        )
-        return JSONResponse(body.model_dump(mode="json"))
+        return JSONResponse(result.model_dump(mode="json"))
 
     @app.delete("/v1/jobs/{job_id}", status_code=204, responses=ERRORS)
     async def job_delete(job_id: str, who: str = authenticated) -> Response:
@@ -356,14 +365,20 @@ async def _json_body(
         body = JsonRequest.model_validate_json(raw)
     except ValidationError as exc:
         raise ApiError(422, "invalid", _describe(exc.errors())) from None
-    uploads = [await _file(f, settings) for f in body.files]
-    if sum(len(upload.data) for upload in uploads) > settings.max_upload_bytes:
-        raise _too_large(settings)  # the decoded bytes, as for a multipart upload
+    uploads: list[Upload] = []
+    left = settings.max_upload_bytes  # all files together, as for a multipart upload
+    for item in body.files:
+        upload = await _file(item, settings, left)
+        left -= len(upload.data)
+        if left < 0:
+            raise _too_large(settings)
+        uploads.append(upload)
     options = ParseOptions(**body.model_dump(exclude={"files", "webhook"}))
     return uploads, options, await _webhook(body.webhook, settings)
 
 
-async def _file(item: FileIn, settings: GatewaySettings) -> Upload:
+async def _file(item: FileIn, settings: GatewaySettings, budget: int) -> Upload:
+    """One file's bytes; a download stops at ``budget``, what the upload limit leaves."""
     if (item.base64 is None) == (item.url is None):
         raise ApiError(422, "invalid", f"{item.name}: give exactly one of base64 and url")
     if item.base64 is not None:
@@ -381,7 +396,7 @@ async def _file(item: FileIn, settings: GatewaySettings) -> Upload:
 
     try:
         data, name = await fetch_url(
-            item.url or "", max_bytes=settings.max_upload_bytes,
+            item.url or "", max_bytes=max(budget, 0),
             allow_private=settings.allow_private_urls,
         )  # fmt: skip
     except URLRefused as exc:

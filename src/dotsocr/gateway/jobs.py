@@ -25,7 +25,15 @@ from dotsocr.errors import DotsOCRError, EngineError
 from dotsocr.furniture import mark_running_furniture
 from dotsocr.gateway.errors import ApiError
 from dotsocr.gateway.metrics import GatewayMetrics
-from dotsocr.gateway.models import TASKS, FileStatus, JobLinks, JobStatus, ParseOptions, Progress
+from dotsocr.gateway.models import (
+    TASKS,
+    FileStatus,
+    JobLinks,
+    JobStatus,
+    ParseOptions,
+    ParseResult,
+    Progress,
+)
 from dotsocr.gateway.scheduler import FairQueue, QueueFull
 from dotsocr.gateway.store import JobStore, PageKey
 from dotsocr.layout import DocumentResult, PageResult, PageStatus
@@ -34,7 +42,6 @@ from dotsocr.pipeline import Pipeline, PipelineOptions
 from dotsocr.render import render_json, render_markdown
 
 log = logging.getLogger("dotsocr.gateway")
-KEEP_ALIVE = 15.0  # seconds of silence on an event stream before a keep-alive
 CLEAN_EVERY = 300.0  # seconds between sweeps of expired results and overdue jobs
 
 
@@ -135,7 +142,7 @@ class JobManager:
         files: list[tuple[str, int, str | None]] = []
         numbers: list[list[int]] = []
         for idx, upload in enumerate(uploads):
-            self.store.save_input(job_id, idx, upload.data)
+            await asyncio.to_thread(self.store.save_input, job_id, idx, upload.data)
             selected, error = await asyncio.to_thread(self._select, job_id, idx, upload, options)
             files.append((upload.name, len(selected), error))
             numbers.append(selected)
@@ -203,8 +210,13 @@ class JobManager:
             self.metrics.in_flight.set(self._in_flight)
             try:
                 await self._read(key)
-            except Exception:  # a bug of ours must not stop the worker
+            except Exception as exc:  # a bug of ours, or the disk: the page fails, not the job
                 log.exception("page %s failed unexpectedly", key)
+                with contextlib.suppress(Exception):
+                    failed = _failed(key.page_idx + 1, f"unexpected error ({_short(exc)})")
+                    kept = await asyncio.to_thread(self.store.page_done, key, failed)
+                    if kept and not self.store.counts(key.job_id)["pending"]:
+                        await self._complete(key.job_id)
             finally:
                 self._in_flight -= 1
                 self.metrics.in_flight.set(self._in_flight)
@@ -219,7 +231,7 @@ class JobManager:
         number = options["page_numbers"][key.file_idx][key.page_idx]
         name = self.store.files(key.job_id)[key.file_idx]["name"]
         result = await self._page_result(key, name, number, parse)
-        if not self.store.page_done(key, result):
+        if not await asyncio.to_thread(self.store.page_done, key, result):  # writes and syncs
             return
         self.metrics.pages.labels(result.status.value).inc()
         if result.seconds:
@@ -339,7 +351,7 @@ class JobManager:
                 return
             while True:
                 try:
-                    event = await asyncio.wait_for(queue.get(), KEEP_ALIVE)
+                    event = await asyncio.wait_for(queue.get(), self.settings.event_keep_alive)
                 except TimeoutError:
                     yield {"event": "keep-alive"}  # proxies cut streams that stay silent
                     continue
@@ -433,35 +445,43 @@ class JobManager:
             )
         return out
 
-    def markdown(self, job_id: str) -> str:
+    def render(self, job_id: str, fmt: str) -> Any:
+        """The results so far as ``md`` text, ``zip`` bytes or a ParseResult, from one
+        reading of the page files. Slow for big jobs: call it off the event loop."""
         job = self.store.job(job_id)
-        keep = bool(job and json.loads(job["options"]).get("headers_footers"))
+        if job is None:
+            return None
+        keep = bool(json.loads(job["options"]).get("headers_footers"))
         documents = self.documents(job_id)
-        parts = []
-        for doc in documents:
-            text = render_markdown(doc, include_furniture=keep, pictures="omit").text
-            parts.append(text if len(documents) == 1 else f"<!-- {doc.source} -->\n\n{text}")
-        return "\n\n".join(parts)
-
-    def layout(self, job_id: str) -> list[dict[str, Any]]:
-        """Layout JSON per document; a file that could not be read carries its ``error``."""
-        out = []
-        for doc, file in zip(self.documents(job_id), self.store.files(job_id), strict=True):
+        markdown = [
+            render_markdown(d, include_furniture=keep, pictures="omit").text for d in documents
+        ]
+        if fmt == "zip":
+            return self._zip(documents, markdown)
+        text = (
+            markdown[0]
+            if len(documents) == 1
+            else "\n\n".join(
+                f"<!-- {d.source} -->\n\n{m}" for d, m in zip(documents, markdown, strict=True)
+            )
+        )
+        if fmt == "md":
+            return text
+        layout = []
+        for doc, file in zip(documents, self.store.files(job_id), strict=True):
             data = json.loads(render_json(doc, indent=None))
-            if file["error"]:
+            if file["error"]:  # a file that could not be read says why
                 data["error"] = file["error"]
-            out.append(data)
-        return out
+            layout.append(data)
+        return ParseResult(job=self.status(job_id), markdown=text, documents=layout)
 
-    def zip(self, job_id: str) -> bytes:
-        job = self.store.job(job_id)
-        keep = bool(job and json.loads(job["options"]).get("headers_footers"))
+    @staticmethod
+    def _zip(documents: list[DocumentResult], markdown: list[str]) -> bytes:
         buffer = io.BytesIO()
         with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-            for idx, doc in enumerate(self.documents(job_id)):
+            for idx, (doc, text) in enumerate(zip(documents, markdown, strict=True)):
                 stem = f"{idx:02d}-{_safe(doc.source)}"
-                markdown = render_markdown(doc, include_furniture=keep, pictures="omit").text
-                archive.writestr(f"{stem}.md", markdown)
+                archive.writestr(f"{stem}.md", text)
                 archive.writestr(f"{stem}.json", render_json(doc))
         return buffer.getvalue()
 

@@ -54,8 +54,15 @@ class FairQueue:
         return 0
 
     def position(self, job_id: str) -> int | None:
-        """How many jobs come before this one's next turn; None when it waits for nothing."""
-        order = [job for jobs in self._owners.values() for job in jobs]
+        """How many other jobs get a turn before this one's next page; None when it waits
+        for nothing. Turns go owner by owner, each owner's jobs in rotation."""
+        rounds = [list(jobs) for jobs in self._owners.values()]
+        order = [
+            owned[turn]
+            for turn in range(max((len(owned) for owned in rounds), default=0))
+            for owned in rounds
+            if turn < len(owned)
+        ]
         return order.index(job_id) if job_id in order else None
 
     async def get(self) -> PageKey:

@@ -8,6 +8,7 @@ make; the names users gave are data, never paths.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import secrets
 import shutil
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dotsocr.errors import ConfigError
 from dotsocr.layout import PageResult
 from dotsocr.output import write_atomic
 
@@ -72,17 +74,28 @@ class JobStore:
     def __init__(self, root: Path) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
+        # One gateway per folder: two would both take up its unfinished jobs.
+        self._owner = (root / "gateway.lock").open("w")
+        try:
+            fcntl.flock(self._owner, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._owner.close()
+            raise ConfigError(
+                f"{root} is in use by another gateway: give each its own --data-dir "
+                "(several gateways sharing jobs need PostgreSQL)"
+            ) from None
         self._lock = threading.Lock()
         self._db = sqlite3.connect(root / "jobs.db", check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")  # WAL: durable at checkpoints, never torn
+        self._db.execute("PRAGMA synchronous=FULL")  # a 202 means the job survives power loss
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)
 
     def close(self) -> None:
         with self._lock:
             self._db.close()
+        self._owner.close()  # and with it the folder's lock
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:

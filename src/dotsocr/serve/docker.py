@@ -197,7 +197,7 @@ def add_gateway(
             "--storage.tsdb.path=/prometheus",
             "--storage.tsdb.retention.time=15d",
         ],
-        "ports": ["9090:9090"],
+        "ports": ["127.0.0.1:9090:9090"],  # dashboards: this machine only
         "volumes": [
             f"{deploy}/prometheus.yml:/etc/prometheus/prometheus.yml:ro",
             "prometheus-data:/prometheus",
@@ -211,7 +211,7 @@ def add_gateway(
             "GF_SECURITY_ADMIN_PASSWORD": "${GRAFANA_ADMIN_PASSWORD:-admin}",
             "GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH": "/etc/dotsocr/dashboards/dotsocr.json",
         },
-        "ports": ["3000:3000"],
+        "ports": ["127.0.0.1:3000:3000"],
         "volumes": [
             f"{deploy}/grafana/provisioning:/etc/grafana/provisioning:ro",
             f"{deploy}/grafana/dashboards:/etc/dotsocr/dashboards:ro",
