@@ -149,17 +149,31 @@ async def _fetch(
             await client.aclose()
 
 
-async def check_public(url: str, *, allow_private: bool = False) -> None:
-    """Refuse a URL we would not fetch (scheme, credentials, private addresses): for URLs we
-    send to rather than read from, such as webhooks."""
+async def public_addresses(
+    url: str, *, allow_private: bool = False
+) -> tuple[httpx.URL, list[IPAddress]]:
+    """The URL, parsed, and the addresses its host resolves to, every one of them public;
+    for URLs we send to rather than read from, such as webhooks. With ``allow_private``
+    nothing is resolved and the list is empty.
+
+    Raises:
+        URLRefused: a scheme, credentials or an address we would not fetch.
+    """
     parsed = _parse(url)
     if allow_private:
-        return
+        return parsed, []
     host = parsed.raw_host.decode("ascii")
     port = parsed.port or _DEFAULT_PORTS[parsed.scheme]
-    for ip in await _resolve(host, port, parsed):
+    addresses = await _resolve(host, port, parsed)
+    for ip in addresses:
         where = f"{ip} is" if _is_ip(host) else f"{host} resolves to {ip},"
         _check_address(ip, port, parsed, set(), where)
+    return parsed, addresses
+
+
+async def check_public(url: str, *, allow_private: bool = False) -> None:
+    """Refuse a URL we would not fetch (see ``public_addresses``)."""
+    await public_addresses(url, allow_private=allow_private)
 
 
 def _parse(url: str, *, base: httpx.URL | None = None) -> httpx.URL:

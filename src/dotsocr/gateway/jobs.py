@@ -141,11 +141,17 @@ class JobManager:
         job_id = self.store.new_job_id()
         files: list[tuple[str, int, str | None]] = []
         numbers: list[list[int]] = []
-        for idx, upload in enumerate(uploads):
-            await asyncio.to_thread(self.store.save_input, job_id, idx, upload.data)
-            selected, error = await asyncio.to_thread(self._select, job_id, idx, upload, options)
-            files.append((upload.name, len(selected), error))
-            numbers.append(selected)
+        try:
+            for idx, upload in enumerate(uploads):
+                await asyncio.to_thread(self.store.save_input, job_id, idx, upload.data)
+                selected, error = await asyncio.to_thread(
+                    self._select, job_id, idx, upload, options
+                )
+                files.append((upload.name, len(selected), error))
+                numbers.append(selected)
+        except BaseException:  # a full disk, a client gone: leave no inputs without a job
+            self.store.delete(job_id)
+            raise
         total = sum(pages for _, pages, _ in files)
         if total > self.settings.max_pages_per_job:
             self.store.delete(job_id)
@@ -239,12 +245,9 @@ class JobManager:
         if result.status is PageStatus.FAILED and result.error and "server" in result.error:
             self.metrics.engine_errors.inc()
         counts = self.store.counts(key.job_id)
-        self._publish(key.job_id, {
-            "event": "page", "file": key.file_idx, "name": name, "page": number,
-            "status": result.status.value, "error": result.error, "seconds": result.seconds,
-            "done": counts["done"] + counts["failed"],
-            "total": sum(counts.values()),
-        })  # fmt: skip
+        done = counts["done"] + counts["failed"]
+        event = _page_event(key, name, number, result, done, sum(counts.values()))
+        self._publish(key.job_id, event)
         if not counts["pending"]:
             await self._complete(key.job_id)
 
@@ -336,16 +339,11 @@ class JobManager:
             seen: set[tuple[int, int]] = set()
             total = sum(f["pages"] for f in files)
             for done, (key, state) in enumerate(self.store.finished_pages(job_id), start=1):
-                result = self.store.result(key)
-                seen.add((key.file_idx, options["page_numbers"][key.file_idx][key.page_idx]))
-                yield {
-                    "event": "page", "file": key.file_idx, "name": files[key.file_idx]["name"],
-                    "page": options["page_numbers"][key.file_idx][key.page_idx],
-                    "status": result.status.value if result else state,
-                    "error": result.error if result else None,
-                    "seconds": result.seconds if result else None,
-                    "done": done, "total": total,
-                }  # fmt: skip
+                number = options["page_numbers"][key.file_idx][key.page_idx]
+                seen.add((key.file_idx, number))
+                result = self.store.result(key) or _failed(number, f"page {state}, result lost")
+                name = files[key.file_idx]["name"]
+                yield _page_event(key, name, number, result, done, total)
             if job["state"] not in ("queued", "running"):
                 yield {"event": "done", "state": job["state"]}
                 return
@@ -511,6 +509,17 @@ class JobManager:
             self.metrics.queue_depth.set(len(self.queue))
             retention = self.settings.retention_hours * 3600
             await asyncio.sleep(min(CLEAN_EVERY, self.settings.job_timeout / 4, retention / 4))
+
+
+def _page_event(
+    key: PageKey, name: str, number: int, result: PageResult, done: int, total: int
+) -> dict[str, Any]:
+    """What the event stream says of a finished page."""
+    return {
+        "event": "page", "file": key.file_idx, "name": name, "page": number,
+        "status": result.status.value, "error": result.error, "seconds": result.seconds,
+        "done": done, "total": total,
+    }  # fmt: skip
 
 
 def _failed(number: int, error: str, page: Page | None = None) -> PageResult:

@@ -10,49 +10,25 @@ checked, so a second DNS answer cannot swap in an inside one.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
-import socket
 from typing import Any
 
 import httpx
 
 from dotsocr.config import GatewaySettings
-from dotsocr.gateway.fetch import URLRefused, why_not_public
+from dotsocr.gateway.fetch import URLRefused, public_addresses
 
 log = logging.getLogger("dotsocr.gateway")
 
 
 async def pinned_address(url: str, allow_private: bool) -> str | None:
-    """The IP address to call ``url`` at (None: call the URL as it is, private allowed).
+    """The checked IP address to call ``url`` at (None: call it as it is, private allowed).
 
     Raises:
-        URLRefused: the URL is not http(s) or carries credentials, or its host resolves
-            to a non-public address while those are not allowed.
-        OSError: the host does not resolve now.
+        URLRefused: see ``fetch.public_addresses``.
     """
-    try:
-        parsed = httpx.URL(url)
-    except (httpx.InvalidURL, TypeError, ValueError) as exc:
-        raise URLRefused(f"webhook {url[:100]!r}: not a valid URL ({exc})") from None
-    if parsed.scheme not in ("http", "https") or not parsed.host or parsed.userinfo:
-        raise URLRefused("webhook: an http(s) URL with a host and without user:password@ is needed")
-    if allow_private:
-        return None
-    port = parsed.port or (443 if parsed.scheme == "https" else 80)
-    infos = await asyncio.get_running_loop().getaddrinfo(  # OSError: try again later
-        parsed.host, port, type=socket.SOCK_STREAM
-    )
-    addresses = [ipaddress.ip_address(str(info[4][0]).split("%", 1)[0]) for info in infos]
-    for ip in addresses:
-        why = why_not_public(ip)
-        if why is not None:
-            raise URLRefused(
-                f"webhook: {parsed.host} resolves to {ip}, {why}; only public hosts can be "
-                "called back (the operator can allow private ones with "
-                "DOTSOCR_ALLOW_PRIVATE_URLS)"
-            )
-    return str(addresses[0])
+    _, addresses = await public_addresses(url, allow_private=allow_private)
+    return str(addresses[0]) if addresses else None
 
 
 async def deliver(url: str, body: dict[str, Any], settings: GatewaySettings) -> bool:
