@@ -89,7 +89,7 @@ class JobManager:
         for job in self.store.active_jobs():  # taken up again after a restart
             self.queue.add(job["owner"], job["id"], self.store.pending(job["id"]), force=True)
             if not self.store.pending(job["id"]):
-                await self._complete(job["id"])
+                self._complete(job["id"])
         self._tasks.append(asyncio.create_task(self._connect()))
         self._tasks += [
             asyncio.create_task(self._worker()) for _ in range(self.settings.max_in_flight)
@@ -181,7 +181,7 @@ class JobManager:
         self.metrics.jobs.labels("queued").inc()
         self.metrics.queue_depth.set(len(self.queue))
         if not total:
-            await self._complete(job_id)
+            self._complete(job_id)
         return job_id
 
     def _select(
@@ -220,9 +220,9 @@ class JobManager:
                 log.exception("page %s failed unexpectedly", key)
                 with contextlib.suppress(Exception):
                     failed = _failed(key.page_idx + 1, f"unexpected error ({_short(exc)})")
-                    kept = await asyncio.to_thread(self.store.page_done, key, failed)
-                    if kept and not self.store.counts(key.job_id)["pending"]:
-                        await self._complete(key.job_id)
+                    if await self._keep(key, failed):
+                        name = self.store.files(key.job_id)[key.file_idx]["name"]
+                        self._page_finished(key, name, key.page_idx + 1, failed)
             finally:
                 self._in_flight -= 1
                 self.metrics.in_flight.set(self._in_flight)
@@ -237,8 +237,18 @@ class JobManager:
         number = options["page_numbers"][key.file_idx][key.page_idx]
         name = self.store.files(key.job_id)[key.file_idx]["name"]
         result = await self._page_result(key, name, number, parse)
-        if not await asyncio.to_thread(self.store.page_done, key, result):  # writes and syncs
-            return
+        if await self._keep(key, result):
+            self._page_finished(key, name, number, result)
+
+    async def _keep(self, key: PageKey, result: PageResult) -> bool:
+        """Save the result file off the loop, then mark the page done on it."""
+        if not await asyncio.to_thread(self.store.save_result, key, result):
+            return False
+        return self.store.mark_done(key, result)
+
+    def _page_finished(self, key: PageKey, name: str, number: int, result: PageResult) -> None:
+        """Metrics, the page's event and, for the last page, the job's end: with no await
+        between marking it done and here, a page's event always comes before ``done``."""
         self.metrics.pages.labels(result.status.value).inc()
         if result.seconds:
             self.metrics.page_seconds.observe(result.seconds)
@@ -249,7 +259,7 @@ class JobManager:
         event = _page_event(key, name, number, result, done, sum(counts.values()))
         self._publish(key.job_id, event)
         if not counts["pending"]:
-            await self._complete(key.job_id)
+            self._complete(key.job_id)
 
     async def _page_result(
         self, key: PageKey, name: str, number: int, options: ParseOptions
@@ -283,7 +293,7 @@ class JobManager:
             raise DotsOCRError(str(page.error))
         return page
 
-    async def _complete(self, job_id: str) -> None:
+    def _complete(self, job_id: str) -> None:
         job = self.store.job(job_id)
         if job is None or job["state"] not in ("queued", "running"):
             return

@@ -168,13 +168,18 @@ class JobStore:
                 (time.time(), job_id),
             )
 
-    def page_done(self, key: PageKey, result: PageResult) -> bool:
-        """Keep a page's result; False when the job is gone (cancelled meanwhile)."""
-        path = self.result_path(key)
+    def save_result(self, key: PageKey, result: PageResult) -> bool:
+        """Write a page's result file (slow: call it from a thread); False when the job is
+        gone (cancelled meanwhile). The page counts as done only after ``mark_done``."""
         if not self.job_dir(key.job_id).exists():
             return False
+        path = self.result_path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(path, result.model_dump_json())
+        return True
+
+    def mark_done(self, key: PageKey, result: PageResult) -> bool:
+        """Record a saved page as done (or failed); False when it was not pending."""
         state = "failed" if result.status.value == "failed" else "done"
         with self._tx() as db:
             changed = db.execute(
