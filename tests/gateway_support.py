@@ -10,7 +10,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -26,18 +25,13 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from dotsocr.serve.launcher import _die_with_parent
+from vllm_support.server import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "tests" / "data" / "multi_page.pdf"  # 5 pages; page 1 is titled below
 TITLE = "The Evolution of the Word Processor"
 STARTUP_SECONDS = 60.0
 T = TypeVar("T")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def wait_for(check: Callable[[], T | None], timeout: float, what: str, every: float = 0.1) -> T:
@@ -137,6 +131,18 @@ def start_gateway(
         gateway.stop()
         raise
     return gateway
+
+
+@contextlib.contextmanager
+def running_gateway(
+    data_dir: Path, *args: str, env: dict[str, str] | None = None, ready: bool = False
+) -> Iterator[Gateway]:
+    """``start_gateway`` for a ``with`` block: stopped at its end."""
+    gateway = start_gateway(data_dir, *args, env=env, ready=ready)
+    try:
+        yield gateway
+    finally:
+        gateway.stop()
 
 
 # Requests.

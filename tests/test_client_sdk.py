@@ -10,17 +10,10 @@ from __future__ import annotations
 import asyncio
 import inspect
 import io
-import os
 import re
-import signal
-import socket
-import subprocess
-import sys
 import threading
-import time
 import zipfile
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -40,75 +33,34 @@ from dotsocr.client import (
 )
 from dotsocr.errors import NotADocument
 from dotsocr.gateway.models import JobStatus, ParseResult
+from gateway_support import running_gateway
+from vllm_support.server import free_port
 
 PDF = Path(__file__).parent / "data" / "multi_page.pdf"
 FIRST = "## The Evolution of the Word Processor"  # how the CPU engine reads page 1
 KEY = "test-key"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@contextmanager
-def _gateway(tmp: Path, *flags: str, **env: str) -> Iterator[str]:
-    """A ``dotsocr gateway`` process on a free loopback port; its URL once it answers."""
-    port = _free_port()
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("DOTSOCR_")}, **env}
-    log = (tmp / "gateway.log").open("wb")
-    process = subprocess.Popen(
-        [
-            sys.executable, "-m", "dotsocr", "gateway", "--port", str(port),
-            "--data-dir", str(tmp / "data"), "--log-level", "warning", *flags,
-        ],
-        stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"the gateway exited: {(tmp / 'gateway.log').read_text()[-2000:]}")
-            try:
-                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail("the gateway did not answer /health within 30 s")
-            time.sleep(0.1)
-        yield url
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        log.close()
-
-
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A gateway with the CPU engine and an API key, for the whole module."""
-    with _gateway(tmp_path_factory.mktemp("gateway"), "--engine", "cpu", "--api-key", KEY) as url:
-        yield url
+    folder = tmp_path_factory.mktemp("gateway") / "data"
+    with running_gateway(folder, "--engine", "cpu", "--api-key", KEY) as started:
+        yield started.url
 
 
 @pytest.fixture(scope="module")
 def stuck_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A gateway whose model server never answers: not ready, a tiny queue, a short wait."""
-    dead = f"http://127.0.0.1:{_free_port()}"
+    dead = f"http://127.0.0.1:{free_port()}"
     tmp = tmp_path_factory.mktemp("stuck")
     limits = {
         "DOTSOCR_MAX_QUEUED_PAGES": "4",
         "DOTSOCR_SYNC_TIMEOUT": "0.5",
         "DOTSOCR_EVENT_KEEP_ALIVE": "0.3",
     }
-    with _gateway(tmp, "--engine", "server", "--server", dead, **limits) as url:
-        yield url
+    with running_gateway(tmp / "data", "--engine", "server", "--server", dead, env=limits) as g:
+        yield g.url
 
 
 class Blocking:
@@ -249,7 +201,7 @@ def test_errors_map_to_the_tree(gateway: str, connect: Callable[..., Any]) -> No
         client.parse(PDF.with_name("missing.pdf"))
 
     with pytest.raises(GatewayUnavailable, match="cannot reach the gateway"):
-        connect(f"http://127.0.0.1:{_free_port()}").health()
+        connect(f"http://127.0.0.1:{free_port()}").health()
 
 
 def test_a_busy_gateway_says_so(stuck_gateway: str, connect: Callable[..., Any]) -> None:

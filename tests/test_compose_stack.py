@@ -9,12 +9,10 @@ exports (tests/data/vllm_metrics, captured from vLLM 0.32.0).
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
 import sys
-import time
 import tomllib
 from pathlib import Path
 
@@ -24,7 +22,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from compose_support import validate_compose
-from vllm_support.server import free_port
+from gateway_support import running_gateway
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -209,32 +207,9 @@ def _exported(text: str) -> set[str]:
 @pytest.fixture(scope="module")
 def gateway_metrics(tmp_path_factory) -> str:
     """/metrics of a real gateway (CPU engine, empty data folder)."""
-    folder = tmp_path_factory.mktemp("gateway-metrics")
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DOTSOCR_")}
-    command = [
-        *DOTSOCR, "gateway", "--port", str(port), "--data-dir", str(folder / "data"),
-        "--engine", "cpu", "--log-level", "warning",
-    ]  # fmt: skip
-    child = subprocess.Popen(
-        command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and child.poll() is None:
-            try:
-                return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
-            except httpx.TransportError:
-                time.sleep(0.1)
-        child.kill()
-        raise AssertionError(f"no /metrics from the gateway:\n{child.communicate()[1]}")
-    finally:
-        child.terminate()
-        try:
-            child.communicate(timeout=15)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.communicate()
+    folder = tmp_path_factory.mktemp("gateway-metrics") / "data"
+    with running_gateway(folder, "--engine", "cpu") as gateway:
+        return httpx.get(f"{gateway.url}/metrics", timeout=10).text
 
 
 def test_every_dashboard_query_uses_exported_metrics(gateway_metrics):

@@ -13,11 +13,9 @@ import base64
 import io
 import json
 import os
-import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -33,7 +31,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from vllm_support.server import free_port
+from gateway_support import Gateway, running_gateway
 
 PDF = Path(__file__).parent / "data" / "multi_page.pdf"
 LIMITS = {
@@ -57,55 +55,12 @@ OPERATIONS = [
 ]
 
 
-@dataclass
-class Gateway:
-    url: str
-    log: Path
-
-    def stderr(self) -> str:
-        return self.log.read_text(errors="replace")
-
-
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory) -> Iterator[Gateway]:
     """``dotsocr gateway`` on loopback with the CPU engine and a fresh data folder."""
-    folder = tmp_path_factory.mktemp("gateway")
-    port = free_port()
-    log = folder / "stderr.log"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DOTSOCR_")}
-    command = [
-        sys.executable, "-m", "dotsocr", "gateway", "--port", str(port),
-        "--data-dir", str(folder / "data"), "--engine", "cpu", "--log-level", "warning",
-    ]  # fmt: skip
-    with log.open("wb") as sink:
-        child = subprocess.Popen(
-            command, stdout=subprocess.DEVNULL, stderr=sink, env={**env, **LIMITS}
-        )
-    handle = Gateway(f"http://127.0.0.1:{port}", log)
-    try:
-        _wait_ready(handle, child)
-        yield handle
-    finally:
-        child.terminate()
-        try:
-            child.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
-
-
-def _wait_ready(gateway: Gateway, child: subprocess.Popen, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if child.poll() is not None:
-            raise AssertionError(f"the gateway exited ({child.returncode}):\n{gateway.stderr()}")
-        try:
-            if httpx.get(f"{gateway.url}/ready", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise AssertionError(f"the gateway was not ready in {timeout:g} s:\n{gateway.stderr()}")
+    folder = tmp_path_factory.mktemp("gateway") / "data"
+    with running_gateway(folder, "--engine", "cpu", env=LIMITS, ready=True) as started:
+        yield started
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +91,7 @@ def _call(case, gateway: Gateway):
     try:
         case.validate_response(response, checks=CHECKS)
     except Exception:
-        print(gateway.stderr()[-4000:], file=sys.stderr)  # a traceback there names the line
+        print(gateway.log_tail()[-4000:], file=sys.stderr)  # a traceback there names the line
         raise
     return response
 
