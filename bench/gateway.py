@@ -6,7 +6,9 @@ ladder with OpenAIEngine), both against a stand-in that answers at once; p50 and
 each and their difference, which is what the gateway adds: HTTP, the upload, the job
 store, the queue and rendering the result. Throughput: one job of many pages (POST
 /v1/jobs) against a stand-in with capacity C and latency L, which can do at most C/L
-pages/s; the gateway should come close to that.
+pages/s; the gateway should come close to that. Page views: what the web page waits for
+when a person opens a page of a finished job: its view (JSON, Markdown, HTML) and its image
+(JPEG, full size and 800 pixels wide), p50 and p99, and the JPEG's size against a PNG.
 
     .venv/bin/python bench/gateway.py [--requests 100] [--pages 300] [--capacity 8]
 """
@@ -226,6 +228,53 @@ def cli_rate(folder: Path, pages: int, capacity: int, latency: float, concurrenc
         server.shutdown()
 
 
+def page_views(folder: Path, requests: int) -> None:
+    from PIL import Image
+
+    state = StandIn(capacity=64, latency=0.0, max_model_len=32768, record=False)
+    server = start(state)
+    gateway = Gateway(state.url, folder / "views", max_in_flight=8)
+    try:
+        with httpx.Client(base_url=gateway.url, timeout=60) as client:
+            files = {"files": (SAMPLE.name, SAMPLE.read_bytes())}
+            job = client.post("/v1/jobs", files=files).json()["id"]
+            while client.get(f"/v1/jobs/{job}").json()["state"] not in ("done", "failed"):
+                time.sleep(0.1)
+            base = f"/v1/jobs/{job}/files/0/pages"
+            timed: dict[str, list[float]] = {"view": [], "image": [], "image 800 px": []}
+            sizes: dict[str, int] = {}
+            for i in range(WARM_UP + requests):
+                page = i % 5 + 1
+                for name, path, params in (
+                    ("view", f"{base}/{page}", None),
+                    ("image", f"{base}/{page}/image", None),
+                    ("image 800 px", f"{base}/{page}/image", {"width": "800"}),
+                ):
+                    started = time.perf_counter()
+                    response = client.get(path, params=params)
+                    elapsed = time.perf_counter() - started
+                    if response.status_code != 200:
+                        sys.exit(f"{path} answered {response.status_code}: {response.text[:300]}")
+                    sizes[name] = len(response.content)
+                    if i >= WARM_UP:
+                        timed[name].append(elapsed)
+            image = client.get(f"{base}/5/image").content
+        png = io.BytesIO()
+        Image.open(io.BytesIO(image)).save(png, "PNG", optimize=True)
+    finally:
+        gateway.close()
+        server.shutdown()
+    print(f"page views of a finished 5-page job (200 DPI), {requests} of each, one at a time:")
+    for name, seconds in timed.items():
+        p50, p99 = percentiles(seconds)
+        print(
+            f"  {name:13s} p50 {p50 * 1000:7.1f} ms   p99 {p99 * 1000:7.1f} ms"
+            f"   {sizes[name] / 1024:6.0f} KiB"
+        )
+    ratio = len(image) / len(png.getvalue())
+    print(f"  page 5 as JPEG {len(image) / 1024:.0f} KiB = {ratio:.2f} of the same pixels as PNG")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=100)
@@ -236,6 +285,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         overhead(Path(tmp), args.requests)
         large_job(Path(tmp), args.pages, args.capacity, args.latency)
+        page_views(Path(tmp), args.requests)
 
 
 if __name__ == "__main__":

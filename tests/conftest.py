@@ -60,3 +60,41 @@ def standin():
     finally:
         httpd.shutdown()
         httpd.server_close()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Chromium (Debian's, see tests/browser_support.py) for the whole session.
+    Skipped when none is installed, unless DOTSOCR_REQUIRE_BROWSER is set (CI sets it)."""
+    import browser_support
+
+    executable = browser_support.chromium()
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        executable = None
+    if executable is None:
+        reason = "no Chromium: run scripts/setup-browser, or set DOTSOCR_CHROMIUM"
+        if os.environ.get("DOTSOCR_REQUIRE_BROWSER"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=executable, args=browser_support.FLAGS
+        )
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser):
+    """A fresh browser tab (own storage); fails the test on any uncaught script error."""
+    import browser_support
+
+    context = browser.new_context(viewport=browser_support.VIEWPORT, accept_downloads=True)
+    tab = context.new_page()
+    errors: list[str] = []
+    tab.on("pageerror", lambda error: errors.append(str(error)))
+    yield tab
+    context.close()
+    assert not errors, f"script errors on the page: {errors}"

@@ -19,6 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
+from PIL import Image
 
 from dotsocr.client import (
     AsyncClient,
@@ -32,7 +33,7 @@ from dotsocr.client import (
     WaitTimeout,
 )
 from dotsocr.errors import NotADocument
-from dotsocr.gateway.models import JobStatus, ParseResult
+from dotsocr.gateway.models import GatewayInfo, JobStatus, PageView, ParseResult
 from gateway_support import running_gateway
 from vllm_support.server import free_port
 
@@ -164,6 +165,49 @@ def test_a_job_from_submit_to_delete(client: Any) -> None:
     client.delete(job.id)
     with pytest.raises(JobNotFound, match="no job"):
         client.status(job.id)
+
+
+def test_jobs_pages_page_images_and_info(
+    gateway: str, connect: Callable[..., Any], client: Any
+) -> None:
+    """What the web page builds on: the gateway's facts (no key needed), this key's jobs
+    newest first, one page's result, and the page image its boxes are drawn on."""
+    info = connect(gateway).info()
+    assert isinstance(info, GatewayInfo)
+    assert (info.auth, info.engine, info.ready) == (True, "cpu", True)
+    assert {c.name for c in info.categories} >= {"Title", "Text", "Table"}
+    assert client.info().limits == info.limits  # the same with a key
+
+    job = client.submit(PDF, pages="1-2")
+    assert client.wait(job.id, timeout=30).state == "done"
+    listed = client.jobs()
+    assert isinstance(listed[0], JobStatus) and listed[0].id == job.id  # newest first
+    assert listed[0].files[0].selected == "1-2"
+    assert [j.id for j in client.jobs(limit=1)] == [job.id]
+
+    view = client.page(job.id, 0, 1)
+    assert isinstance(view, PageView)
+    assert (view.state, view.page, view.name) == ("done", 1, "multi_page.pdf")
+    assert view.markdown.startswith(FIRST) and "<h2>" in view.html
+    first = client.result(job.id).documents[0]["pages"][0]
+    assert view.result["cells"] == first["cells"]
+
+    image = Image.open(io.BytesIO(client.page_image(job.id, 0, 1, width=200)))
+    assert image.format == "JPEG" and image.width == 200
+    image = Image.open(io.BytesIO(client.page_image(job.id, 0, 1)))
+    assert image.size == (first["width"], first["height"])  # the frame of the boxes
+
+    with pytest.raises(JobNotFound) as missing:
+        client.page(job.id, 0, 5)  # page 5 was not selected
+    assert (missing.value.status, missing.value.code) == (404, "not_found")
+    with pytest.raises(JobNotFound):
+        client.page_image(job.id, 1, 1)  # the job has one file
+    with pytest.raises(RequestRefused) as refused:
+        client.page_image(job.id, 0, 1, width=5)
+    assert refused.value.status == 422
+
+    client.delete(job.id)
+    assert job.id not in [j.id for j in client.jobs()]
 
 
 def test_health_and_ready(client: Any) -> None:

@@ -174,7 +174,9 @@ def test_sync_parse_answers_markdown_and_json(cpu):
     job = body["job"]
     assert job["state"] == "done" and job["error"] is None
     assert job["pages"] == {"total": 1, "done": 1, "failed": 0, "pending": 0}
-    assert job["files"] == [{"index": 0, "name": "multi_page.pdf", "pages": 1, "error": None}]
+    assert job["files"] == [
+        {"index": 0, "name": "multi_page.pdf", "pages": 1, "selected": "1", "error": None}
+    ]
     assert job["finished"] >= job["started"] >= job["created"]
     assert TITLE in body["markdown"]
     [document] = body["documents"]

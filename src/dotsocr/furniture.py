@@ -32,14 +32,24 @@ def _key(cell: Cell, page: PageResult) -> tuple[str, str] | None:
     return (edge, text) if text else None
 
 
-def mark_running_furniture(pages: list[PageResult]) -> int:
-    """Relabel repeated edge lines in place; return how many cells changed."""
+Lines = frozenset[tuple[str, str]]
+
+
+def running_lines(pages: list[PageResult]) -> Lines:
+    """The (edge, masked text) lines that come back on enough of ``pages``."""
     if len(pages) < 2:
-        return 0
+        return frozenset()
     seen: Counter[tuple[str, str]] = Counter()
     for page in pages:
         seen.update({key for cell in page.cells if (key := _key(cell, page)) is not None})
-    running = {k for k, n in seen.items() if n >= 2 and n >= MIN_SHARE * len(pages)}
+    return frozenset(k for k, n in seen.items() if n >= 2 and n >= MIN_SHARE * len(pages))
+
+
+def mark_running_furniture(pages: list[PageResult], running: Lines | None = None) -> int:
+    """Relabel repeated edge lines in place (``running``: found on the whole document
+    earlier, for marking some of its pages); return how many cells changed."""
+    if running is None:
+        running = running_lines(pages)
     changed = 0
     for page in pages:
         before = changed

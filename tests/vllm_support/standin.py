@@ -15,6 +15,7 @@ import json
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -38,6 +39,9 @@ class StandIn:
     max_model_len: int = 4096
     api_key: str | None = None
     answer: str = LAYOUT_ANSWER
+    # The answer for an image of this size (the pixels sent), or None for ``answer``: for
+    # tests whose documents need answers of their own.
+    answer_for: Callable[[int, int], str | None] | None = None
     latency: float = 0.0
     capacity: int = 64  # requests answered at once; the rest wait, as in vLLM's queue
     slow_seconds: float = 5.0
@@ -69,6 +73,7 @@ def error_body(status: int, message: str, kind: str, param: str | None = None) -
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     state: StandIn
+    image_size: tuple[int, int] = (0, 0)  # of the last image in the request
 
     def log_message(self, *args: object) -> None:  # keep test output quiet
         pass
@@ -233,6 +238,7 @@ class _Handler(BaseHTTPRequestHandler):
                     tokens += len(part.get("text") or "") // 4
                 elif part.get("type") == "image_url":
                     image = _decode_image(part["image_url"]["url"])
+                    self.image_size = image.size
                     tokens += (image.width // 28) * (image.height // 28)
         return tokens
 
@@ -242,7 +248,8 @@ class _Handler(BaseHTTPRequestHandler):
                 {"bbox": [0, i, 10, i + 10], "category": "Text", "text": "loop"} for i in range(60)
             ]
             return json.dumps(cells)[: max_tokens * 4], "length"
-        text = self.state.answer
+        chosen = self.state.answer_for and self.state.answer_for(*self.image_size)
+        text = chosen or self.state.answer
         if fault == "truncated" or len(text) > max_tokens * 4:
             return text[: min(len(text) // 2, max_tokens * 4)], "length"
         return text, "stop"

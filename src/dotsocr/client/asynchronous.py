@@ -14,6 +14,7 @@ from dotsocr.client.calls import (
     DEFAULT_TIMEOUT,
     ENDED,
     HEALTH,
+    INFO,
     KEEP_ALIVE,
     READY,
     Files,
@@ -26,8 +27,11 @@ from dotsocr.client.calls import (
     _delete,
     _EventParser,
     _job_path,
+    _jobs,
     _model,
     _nothing,
+    _page,
+    _page_image,
     _parse,
     _result,
     _status,
@@ -38,7 +42,7 @@ from dotsocr.client.calls import (
 from dotsocr.client.errors import (
     GatewayError,
 )
-from dotsocr.gateway.models import JobStatus, ParseResult
+from dotsocr.gateway.models import GatewayInfo, JobStatus, PageView, ParseResult
 
 
 class AsyncClient(_Base):
@@ -191,6 +195,24 @@ class AsyncClient(_Base):
     async def delete(self, job_id: str) -> None:
         """See ``Client.delete``."""
         await self._send(_delete(job_id))
+
+    async def jobs(self, limit: int = 50) -> list[JobStatus]:
+        """See ``Client.jobs``."""
+        return await self._send(_jobs(limit))
+
+    async def page(self, job_id: str, file: int, page: int) -> PageView:
+        """See ``Client.page``."""
+        return await self._send(_page(job_id, file, page))
+
+    async def page_image(
+        self, job_id: str, file: int, page: int, width: int | None = None
+    ) -> bytes:
+        """See ``Client.page_image``."""
+        return await self._send(_page_image(job_id, file, page, width))
+
+    async def info(self) -> GatewayInfo:
+        """See ``Client.info``."""
+        return await self._send(INFO)
 
     async def health(self) -> dict[str, Any]:
         """See ``Client.health``."""

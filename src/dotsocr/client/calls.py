@@ -28,7 +28,7 @@ from dotsocr.client.errors import (
     _error,
 )
 from dotsocr.errors import ConfigError, DocumentError, NotADocument
-from dotsocr.gateway.models import JobStatus, ParseOptions
+from dotsocr.gateway.models import GatewayInfo, JobList, JobStatus, PageView, ParseOptions
 
 T = TypeVar("T")
 M = TypeVar("M", bound=BaseModel)
@@ -360,5 +360,26 @@ def _delete(job_id: str) -> _Call[None]:
     return _Call("DELETE", _job_path(job_id), _nothing)
 
 
+def _jobs(limit: int) -> _Call[list[JobStatus]]:
+    def read(response: httpx.Response) -> list[JobStatus]:
+        return _model(JobList)(response).jobs
+
+    return _Call("GET", "/v1/jobs", read, params={"limit": str(limit)})
+
+
+def _page_path(job_id: str, file: int, page: int, tail: str = "") -> str:
+    return _job_path(job_id, f"/files/{int(file)}/pages/{int(page)}{tail}")
+
+
+def _page(job_id: str, file: int, page: int) -> _Call[PageView]:
+    return _Call("GET", _page_path(job_id, file, page), _model(PageView))
+
+
+def _page_image(job_id: str, file: int, page: int, width: int | None) -> _Call[bytes]:
+    params = {"width": str(width)} if width is not None else None
+    return _Call("GET", _page_path(job_id, file, page, "/image"), _bytes, params=params)
+
+
+INFO: _Call[GatewayInfo] = _Call("GET", "/v1/info", _model(GatewayInfo))
 HEALTH: _Call[dict[str, Any]] = _Call("GET", "/health", _json)
 READY: _Call[bool] = _Call("GET", "/ready", _is_ready, answers=frozenset({503}))

@@ -13,6 +13,7 @@ from dotsocr.client.calls import (
     DEFAULT_TIMEOUT,
     ENDED,
     HEALTH,
+    INFO,
     KEEP_ALIVE,
     READY,
     Files,
@@ -25,8 +26,11 @@ from dotsocr.client.calls import (
     _delete,
     _EventParser,
     _job_path,
+    _jobs,
     _model,
     _nothing,
+    _page,
+    _page_image,
     _parse,
     _result,
     _status,
@@ -37,7 +41,7 @@ from dotsocr.client.calls import (
 from dotsocr.client.errors import (
     GatewayError,
 )
-from dotsocr.gateway.models import JobStatus, ParseResult
+from dotsocr.gateway.models import GatewayInfo, JobStatus, PageView, ParseResult
 
 
 class Client(_Base):
@@ -251,6 +255,23 @@ class Client(_Base):
     def delete(self, job_id: str) -> None:
         """Cancel the job (pages not yet read are dropped) and remove its files."""
         self._send(_delete(job_id))
+
+    def jobs(self, limit: int = 50) -> list[JobStatus]:
+        """This key's jobs, newest first."""
+        return self._send(_jobs(limit))
+
+    def page(self, job_id: str, file: int, page: int) -> PageView:
+        """One page (``file`` from 0, ``page`` as numbered in the document): pending, or its
+        result as JSON, Markdown and sanitized HTML."""
+        return self._send(_page(job_id, file, page))
+
+    def page_image(self, job_id: str, file: int, page: int, width: int | None = None) -> bytes:
+        """The page as the model saw it (JPEG; the frame its boxes are in), ``width`` wide."""
+        return self._send(_page_image(job_id, file, page, width))
+
+    def info(self) -> GatewayInfo:
+        """The model, whether it is ready, the queue, whether keys are needed, the limits."""
+        return self._send(INFO)
 
     def health(self) -> dict[str, Any]:
         """The gateway's liveness answer: ``{"status": "alive", "version": ...}``."""

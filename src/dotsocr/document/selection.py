@@ -42,3 +42,17 @@ def select_pages(spec: str | None, page_count: int, source: str = "<input>") -> 
             source, f"selection {spec!r} keeps no page: the document has {page_count} page(s)"
         )
     return sorted(chosen)
+
+
+def as_ranges(numbers: list[int]) -> str:
+    """Sorted page numbers in the form ``select_pages`` reads: [1, 2, 3, 7] -> ``1-3,7``."""
+    parts: list[str] = []
+    start = previous = None
+    for number in [*sorted(numbers), None]:
+        if start is not None and number == previous + 1:  # type: ignore[operator]
+            previous = number
+            continue
+        if start is not None:
+            parts.append(str(start) if start == previous else f"{start}-{previous}")
+        start = previous = number
+    return ",".join(parts)

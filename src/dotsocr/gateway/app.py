@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal, get_args
 
-from fastapi import Depends, FastAPI, Query, Request, Response
+from fastapi import Depends, FastAPI, Path, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -24,18 +24,29 @@ from starlette.types import Message
 
 from dotsocr import __version__
 from dotsocr.config import GatewaySettings
+from dotsocr.errors import DotsOCRError
 from dotsocr.gateway.errors import ApiError
 from dotsocr.gateway.jobs import JobManager, Upload
 from dotsocr.gateway.metrics import GatewayMetrics
 from dotsocr.gateway.models import (
+    MAX_FILES,
+    TASKS,
+    Category,
     ErrorResponse,
     FileIn,
+    GatewayInfo,
+    JobList,
     JobState,
     JobStatus,
     JsonRequest,
+    Limits,
+    PageView,
     ParseOptions,
     ParseResult,
 )
+from dotsocr.gateway.pages import page_image, page_view
+from dotsocr.gateway.ui import mount_ui
+from dotsocr.render.annotate import CATEGORY_COLORS
 
 ANONYMOUS = "anonymous"
 log = logging.getLogger("dotsocr.gateway")
@@ -189,6 +200,15 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             raise ApiError(404, "not_found", f"no job {job_id!r} for this key")
         return job_id
 
+    @app.get("/v1/jobs", response_model=JobList, responses=ERRORS)
+    async def job_list(
+        who: str = authenticated,
+        limit: Annotated[int, Query(ge=1, le=200, description="at most this many")] = 50,
+    ) -> Any:
+        """This key's jobs, newest first (finished ones until their retention ends)."""
+        ids = manager.store.jobs_of(who, limit)
+        return JobList(jobs=[s for job_id in ids if (s := manager.status(job_id))])
+
     @app.get("/v1/jobs/{job_id}", response_model=JobStatus, responses=ERRORS)
     async def job_status(job_id: str, who: str = authenticated) -> Any:
         """State, queue position, pages done of total, failures, timings and tokens."""
@@ -243,6 +263,44 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             )  # fmt: skip
         return JSONResponse(result.model_dump(mode="json"))
 
+    @app.get(
+        "/v1/jobs/{job_id}/files/{file}/pages/{page}", response_model=PageView, responses=ERRORS
+    )
+    async def page_result(
+        job_id: str,
+        file: Annotated[int, Path(ge=0, description="the file's index in the job, from 0")],
+        page: Annotated[int, Path(ge=1, description="page number in the document, from 1")],
+        who: str = authenticated,
+    ) -> Any:
+        """One page: pending, or its result as JSON, Markdown and sanitized HTML."""
+        visible(job_id, who)
+        view = await asyncio.to_thread(page_view, manager, job_id, file, page)
+        if view is None:
+            raise _no_page(job_id, file, page)
+        return view
+
+    @app.get(
+        "/v1/jobs/{job_id}/files/{file}/pages/{page}/image",
+        responses={**ERRORS, 200: {"content": {"image/jpeg": {}}}},
+        response_class=Response,
+    )
+    async def page_picture(
+        job_id: str,
+        file: Annotated[int, Path(ge=0)],
+        page: Annotated[int, Path(ge=1)],
+        who: str = authenticated,
+        width: Annotated[int | None, Query(ge=16, le=10_000, description="scale down")] = None,
+    ) -> Response:
+        """The page as the model saw it: the frame its boxes are in, scaled to fit."""
+        visible(job_id, who)
+        try:
+            image = await asyncio.to_thread(page_image, manager, job_id, file, page, width)
+        except DotsOCRError as exc:
+            raise ApiError(404, "no_image", f"page {page} cannot be shown: {exc}") from None
+        if image is None:
+            raise _no_page(job_id, file, page)
+        return Response(image, media_type="image/jpeg", headers={"Cache-Control": "private"})
+
     @app.delete("/v1/jobs/{job_id}", status_code=204, responses=ERRORS)
     async def job_delete(job_id: str, who: str = authenticated) -> Response:
         """Cancel the job (pages not yet read are dropped) and remove its files."""
@@ -258,6 +316,31 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         if not manager.ready:
             raise ApiError(503, "not_ready", f"model server: {manager.engine_error}", retry_after=5)
         return {"status": "ready", "queued_pages": len(manager.queue)}
+
+    @app.get("/v1/info", response_model=GatewayInfo, summary="Model, state, auth and limits")
+    async def info() -> Any:
+        """Open to all (no key needed), so a client can learn whether it needs one."""
+        return GatewayInfo(
+            version=__version__,
+            model=manager.model,
+            engine="cpu" if manager.embedded else "vllm",
+            ready=manager.ready,
+            reason=None if manager.ready else f"model server: {manager.engine_error}",
+            queued_pages=len(manager.queue),
+            reading_pages=manager.reading,
+            auth=bool(keys),
+            tasks=list(TASKS),
+            limits=Limits(
+                max_upload_bytes=settings.max_upload_bytes,
+                max_files=MAX_FILES,
+                max_pages_per_job=settings.max_pages_per_job,
+                max_image_pixels=settings.max_image_pixels,
+            ),
+            categories=[
+                Category(name=name, color="#{:02x}{:02x}{:02x}".format(*rgb))
+                for name, rgb in CATEGORY_COLORS.items()
+            ],
+        )
 
     @app.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse)
     async def prometheus() -> Response:
@@ -280,7 +363,12 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+    mount_ui(app)
     return app
+
+
+def _no_page(job_id: str, file: int, page: int) -> ApiError:
+    return ApiError(404, "not_found", f"job {job_id} reads no page {page} of file {file}")
 
 
 def _too_large(settings: GatewaySettings) -> ApiError:
@@ -320,7 +408,7 @@ async def _multipart(
     request: Request, settings: GatewaySettings
 ) -> tuple[list[Upload], ParseOptions, str | None]:
     limited = _capped(request, settings.max_upload_bytes + ENVELOPE, settings)
-    form = await limited.form(max_files=100, max_fields=20)
+    form = await limited.form(max_files=MAX_FILES, max_fields=20)
     try:
         return await _form_inputs(form, settings)
     finally:

@@ -21,6 +21,7 @@ from typing import Any
 
 from dotsocr.config import GatewaySettings
 from dotsocr.document import DocumentOptions, Page, open_document
+from dotsocr.document.selection import as_ranges
 from dotsocr.errors import DotsOCRError, EngineError
 from dotsocr.furniture import mark_running_furniture
 from dotsocr.gateway.errors import ApiError
@@ -113,7 +114,7 @@ class JobManager:
         s = self.settings
         delay = 1.0
         while True:
-            if s.engine == "cpu" or (s.engine == "auto" and not s.server_url):
+            if self.embedded:
                 engine: Any = CPUEngine(s.languages, s.max_in_flight)
             else:
                 engine = OpenAIEngine(
@@ -129,6 +130,23 @@ class JobManager:
                 log.warning("model server not ready (%s); retrying in %.0f s", exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
+
+    @property
+    def embedded(self) -> bool:
+        """Pages go to the embedded CPU engine, not a model server."""
+        s = self.settings
+        return s.engine == "cpu" or (s.engine == "auto" and not s.server_url)
+
+    @property
+    def model(self) -> str:
+        if self.embedded:
+            return "tesseract"
+        info = getattr(self.engine, "info", None)
+        return info.model if info else self.settings.model or self.profile.name
+
+    @property
+    def reading(self) -> int:
+        return self._in_flight
 
     @property
     def ready(self) -> bool:
@@ -268,7 +286,7 @@ class JobManager:
         page that raises would stay pending and its job would never end."""
         path = self.store.input_path(key.job_id, key.file_idx)
         try:
-            page = await asyncio.to_thread(self._render, path, name, number, options)
+            page = await asyncio.to_thread(self.render_page, path, name, number, options)
         except DotsOCRError as exc:
             return _failed(number, str(exc))
         except Exception as exc:  # a bug below us: this page fails, the job goes on
@@ -286,7 +304,8 @@ class JobManager:
             log.exception("page %d of %r (job %s) failed unexpectedly", number, name, key.job_id)
             return _failed(number, f"unexpected error reading the page ({_short(exc)})", page)
 
-    def _render(self, path, name: str, number: int, options: ParseOptions) -> Page:
+    def render_page(self, path, name: str, number: int, options: ParseOptions) -> Page:
+        """Page ``number`` of a stored input, as the model sees it (blocking: PDFium)."""
         with open_document(path, self._document_options(options, number), name=name) as doc:
             page = next(doc.pages())
         if not isinstance(page, Page):
@@ -395,8 +414,15 @@ class JobManager:
         if job is None:
             return None
         counts = self.store.counts(job_id)
+        numbers = json.loads(job["options"])["page_numbers"]
         files = [
-            FileStatus(index=f["idx"], name=f["name"], pages=f["pages"], error=f["error"])
+            FileStatus(
+                index=f["idx"],
+                name=f["name"],
+                pages=f["pages"],
+                selected=as_ranges(numbers[f["idx"]]),
+                error=f["error"],
+            )
             for f in self.store.files(job_id)
         ]
         end = job["finished"] or time.time()

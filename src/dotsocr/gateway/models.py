@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from dotsocr import defaults
 
 TASKS = {"layout": "layout_all", "layout-only": "layout_only", "ocr": "ocr"}
+MAX_FILES = 100  # per request
 JobState = Literal["queued", "running", "done", "failed", "cancelled"]
 # The form document.selection reads: N, N-, N-M or -M, comma separated, or "all". Checked
 # here so a malformed selection is a 422, not an error on every file of the job.
@@ -52,7 +53,7 @@ class FileIn(BaseModel):
 class JsonRequest(ParseOptions):
     """The JSON alternative to a multipart upload."""
 
-    files: Annotated[list[FileIn], Field(min_length=1, max_length=100)]
+    files: Annotated[list[FileIn], Field(min_length=1, max_length=MAX_FILES)]
     webhook: Annotated[
         str | None, Field(description="URL called with the job's status when it ends")
     ] = None
@@ -62,6 +63,9 @@ class FileStatus(BaseModel):
     index: int
     name: str
     pages: int
+    selected: Annotated[
+        str, Field(description="the page numbers being read, as ranges such as 1-3,7")
+    ] = ""
     error: str | None = None
 
 
@@ -94,6 +98,67 @@ class JobStatus(BaseModel):
     completion_tokens: int = 0
     error: str | None = None
     links: JobLinks
+
+
+class JobList(BaseModel):
+    """This key's jobs, newest first."""
+
+    jobs: list[JobStatus]
+
+
+PageState = Literal["pending", "done", "failed"]
+
+
+class PageLinks(BaseModel):
+    self: str
+    image: str
+
+
+class PageView(BaseModel):
+    """One page of a job: its result so far, as JSON, Markdown and display-ready HTML."""
+
+    job: str
+    file: int
+    name: str
+    page: Annotated[int, Field(description="1-based page number in the document")]
+    state: PageState
+    result: Annotated[
+        dict[str, Any] | None,
+        Field(description="the page as in the result's documents[].pages[]; null while pending"),
+    ] = None
+    markdown: str | None = None
+    html: Annotated[
+        str | None, Field(description="the Markdown as sanitized HTML, formulas as MathML")
+    ] = None
+    links: PageLinks
+
+
+class Limits(BaseModel):
+    max_upload_bytes: int
+    max_files: int
+    max_pages_per_job: int
+    max_image_pixels: int
+
+
+class Category(BaseModel):
+    name: str
+    color: Annotated[str, Field(description="the colour annotated pages draw it in, #rrggbb")]
+
+
+class GatewayInfo(BaseModel):
+    """What a client needs to know before sending: the model, its state, auth, limits."""
+
+    version: str
+    model: str
+    engine: Annotated[str, Field(description="vllm (a model server) or cpu (embedded)")]
+    ready: bool
+    reason: Annotated[str | None, Field(description="why not ready")] = None
+    queued_pages: int
+    reading_pages: int
+    auth: Annotated[bool, Field(description="requests need Authorization: Bearer KEY")]
+    tasks: list[str]
+    limits: Limits
+    categories: list[Category]
 
 
 class ParseResult(BaseModel):

@@ -57,6 +57,7 @@ CREATE TABLE IF NOT EXISTS pages (
     PRIMARY KEY (job_id, file_idx, page_idx)
 );
 CREATE INDEX IF NOT EXISTS jobs_state ON jobs(state);
+CREATE INDEX IF NOT EXISTS jobs_owner ON jobs(owner, created);
 """
 ACTIVE = ("queued", "running")
 
@@ -251,6 +252,20 @@ class JobStore:
         """Jobs to take up again after a restart, oldest first."""
         rows = self._rows("SELECT * FROM jobs WHERE state IN (?, ?) ORDER BY created", *ACTIVE)
         return [dict(r) for r in rows]
+
+    def jobs_of(self, owner: str, limit: int) -> list[str]:
+        """The ids of an owner's newest jobs, newest first."""
+        rows = self._rows(
+            "SELECT id FROM jobs WHERE owner=? ORDER BY created DESC LIMIT ?", owner, limit
+        )
+        return [r["id"] for r in rows]
+
+    def page_state(self, key: PageKey) -> str | None:
+        rows = self._rows(
+            "SELECT state FROM pages WHERE job_id=? AND file_idx=? AND page_idx=?",
+            key.job_id, key.file_idx, key.page_idx,
+        )  # fmt: skip
+        return rows[0]["state"] if rows else None
 
     def state_counts(self) -> dict[str, int]:
         rows = self._rows("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state")

@@ -107,14 +107,7 @@ ResultOut = create_model(
 
 def to_output(doc: DocumentResult) -> BaseModel:
     """The validated output model of ``doc``."""
-    pages = [
-        {
-            **page.model_dump(include={*_PAGE_FIELDS, "raw"}),
-            "number": page.number,
-            "cells": [cell.model_dump(include=set(_CELL_FIELDS)) for cell in page.cells],
-        }
-        for page in doc.pages
-    ]
+    pages = [_page(page) for page in doc.pages]
     return ResultOut.model_validate(
         {
             "schema": SCHEMA_NAME,
@@ -124,6 +117,19 @@ def to_output(doc: DocumentResult) -> BaseModel:
             "pages": pages,
         }
     )
+
+
+def _page(page: PageResult) -> dict[str, Any]:
+    return {
+        **page.model_dump(include={*_PAGE_FIELDS, "raw"}),
+        "number": page.number,
+        "cells": [cell.model_dump(include=set(_CELL_FIELDS)) for cell in page.cells],
+    }
+
+
+def page_json(page: PageResult) -> dict[str, Any]:
+    """One page as it appears in a document's ``pages`` (JSON-ready)."""
+    return PageOut.model_validate(_page(page)).model_dump(mode="json")
 
 
 def render_json(doc: DocumentResult, *, include_raw: bool = True, indent: int | None = 2) -> str:
