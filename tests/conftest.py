@@ -88,13 +88,21 @@ def browser():
 
 @pytest.fixture
 def page(browser):
-    """A fresh browser tab (own storage); fails the test on any uncaught script error."""
+    """A fresh browser tab (own storage); fails the test on an uncaught script error or a
+    console error (a resource the Content-Security-Policy blocked, say). Answers of 4xx,
+    which tests provoke, are logged as failed loads and allowed."""
     import browser_support
 
     context = browser.new_context(viewport=browser_support.VIEWPORT, accept_downloads=True)
     tab = context.new_page()
     errors: list[str] = []
     tab.on("pageerror", lambda error: errors.append(str(error)))
+
+    def console(message) -> None:
+        if message.type == "error" and not message.text.startswith("Failed to load resource"):
+            errors.append(message.text)
+
+    tab.on("console", console)
     yield tab
     context.close()
-    assert not errors, f"script errors on the page: {errors}"
+    assert not errors, f"errors on the page: {errors}"

@@ -379,6 +379,8 @@ def test_a_pending_page_shows_its_state_and_image_then_its_result(standin, tmp_p
         client = g.client()
         info = client.get("/v1/info").json()
         assert (info["engine"], info["model"], info["auth"]) == ("vllm", standin.model, False)
+        # Without keys, listing would show everyone's documents to everyone.
+        assert_error(client.get("/v1/jobs"), 403, "no_keys")
 
         job_id = submit(client, pages="1-3", dpi=str(DPI))["id"]
         view = client.get(page_path(job_id, 0, 3)).json()

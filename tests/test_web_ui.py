@@ -17,7 +17,7 @@ from browser_support import screenshot
 from gateway_support import SAMPLE, TITLE, running_gateway
 
 pytestmark = pytest.mark.browser
-TIMEOUT = 120_000  # ms: five pages of Tesseract on a 2-core CI machine, with room
+TIMEOUT = 300_000  # ms: five pages of Tesseract on a 2-core CI machine, with room
 
 
 def _record_progress(page: Page) -> None:
@@ -65,13 +65,15 @@ def test_upload_watch_pages_complete_see_boxes_and_download(page: Page, tmp_path
         counts = [int(line.split()[0]) for line in seen]
         assert counts == sorted(counts) and {1, 2, 3, 4, 5} <= set(counts), seen
 
-        job.locator(".tile[data-page='1']").click()
-        boxes = page.locator("#boxes rect")
-        expect(boxes.first).to_be_visible()
         job_id = job.get_attribute("data-job")
-        view = gateway.client().get(f"/v1/jobs/{job_id}/files/0/pages/1").json()
-        result = view["result"]
-        expect(boxes).to_have_count(len(result["cells"]))
+        boxes = page.locator("#boxes rect")
+        for number in (3, 1):  # the page clicked is the page shown, with its own boxes
+            job.locator(f".tile[data-page='{number}']").click()
+            expect(page.locator("#page-sub")).to_contain_text(f"page {number} (")
+            view = gateway.client().get(f"/v1/jobs/{job_id}/files/0/pages/{number}").json()
+            result = view["result"]
+            expect(boxes).to_have_count(len(result["cells"]))
+            expect(job.locator(".tile.selected")).to_have_attribute("data-page", str(number))
         assert len(result["cells"]) >= 5
         viewbox = page.get_attribute("#boxes", "viewBox")
         assert viewbox == f"0 0 {result['width']} {result['height']}"
@@ -102,6 +104,15 @@ def test_upload_watch_pages_complete_see_boxes_and_download(page: Page, tmp_path
         assert TITLE in markdown
         assert [p["number"] for p in layout["pages"]] == [1, 2, 3, 4, 5]
         assert download.value.suggested_filename == "multi_page.zip"
+
+        page.reload()  # a server without keys lists no jobs: the page remembers its own
+        job = page.locator(f".job[data-job='{job_id}']")
+        expect(job).to_have_attribute("data-state", "done")
+        job.locator(".job-head button").click()
+        job.locator(".job-head button.confirm").click()  # asked twice: deleting is for good
+        expect(job).to_have_count(0)
+        expect(page.locator("#no-jobs")).to_be_visible()
+        assert gateway.client().get(f"/v1/jobs/{job_id}").status_code == 404
 
 
 def _answers(data):
@@ -154,6 +165,7 @@ def test_key_tables_formulas_failures_and_refused_files(page: Page, standin, dat
     big.write_bytes(b"%PDF-1.4\n" + b"0" * 1_500_000)
     with running_gateway(
         tmp_path / "data", "--server", standin.url, "--api-key", "right-key",
+        "--api-key", "other-key",
         env={"DOTSOCR_MAX_IN_FLIGHT": "1", "DOTSOCR_MAX_UPLOAD_BYTES": str(1024 * 1024)},
     ) as gateway:  # fmt: skip
         page.goto(f"{gateway.url}/ui/")
@@ -166,7 +178,6 @@ def test_key_tables_formulas_failures_and_refused_files(page: Page, standin, dat
         page.fill("#key-input", "right-key")
         page.click("#key-form button[type=submit]")
         expect(dialog).to_be_hidden()
-        expect(page.locator("#no-jobs")).to_be_visible()
         expect(page.locator("#server-text")).to_contain_text("vLLM")
 
         page.set_input_files("#file-input", str(big))
@@ -192,16 +203,26 @@ def test_key_tables_formulas_failures_and_refused_files(page: Page, standin, dat
         expect(sample.locator(".tile.st-failed")).to_have_count(1)
         expect(job.locator(".job-meta")).to_contain_text("3 of 3 pages · 1 failed")
 
-        sample.locator(".tile[data-page='1']").click()
         rendered = page.locator("#tab-rendered")
+        table.locator(".tile").click()
+        expect(page.locator("#page-title")).to_have_text("PMC5198506_004_00.png")
+        expect(rendered.locator(".table-wrap table td[colspan='3']")).to_have_count(2)
+        expect(rendered.locator("table")).to_contain_text("HIV-1 substrates")
+        expect(page.locator("#boxes rect[data-category='Table']")).to_have_count(1)
+        screenshot(page, "12-table")
+
+        sample.locator(".tile[data-page='1']").click()
+        expect(page.locator("#page-title")).to_have_text("multi_page.pdf")
         expect(rendered.locator("div.math-display math[display='block'] mfrac")).to_have_count(1)
         expect(rendered.locator("p math:not([display='block'])")).to_have_count(1)
-        assert rendered.locator("math").first.bounding_box()["height"] > 20  # laid out
+        formula = rendered.locator("div.math-display math")
+        expect(formula).to_be_visible()
+        assert formula.bounding_box()["height"] > 20  # laid out as a fraction
         expect(rendered.locator("script, [onerror]")).to_have_count(0)
         assert page.evaluate("window.xss") is None
         expect(page.locator("#boxes rect[data-category='Formula']")).to_have_count(1)
         rendered.locator("div.math-display").scroll_into_view_if_needed()
-        screenshot(page, "12-formula")
+        screenshot(page, "13-formula")
 
         sample.locator(".tile[data-page='2']").click()
         expect(page.locator("#page-status")).to_have_text("failed")
@@ -210,15 +231,39 @@ def test_key_tables_formulas_failures_and_refused_files(page: Page, standin, dat
         expect(notice).to_contain_text("500")
         expect(page.locator("#boxes rect")).to_have_count(0)
         expect(rendered).to_have_text("Nothing was read from this page.")
-        screenshot(page, "13-failed-page")
-
-        table.locator(".tile").click()
-        expect(rendered.locator(".table-wrap table td[colspan='3']")).to_have_count(2)
-        expect(rendered.locator("table")).to_contain_text("HIV-1 substrates")
-        expect(page.locator("#boxes rect[data-category='Table']")).to_have_count(1)
-        screenshot(page, "14-table")
+        screenshot(page, "14-failed-page")
 
         with page.expect_download() as download:
             job.locator(".job-downloads [data-format='md']").click()
         markdown = download.value.path().read_text()
         assert "SIV (1.25" in markdown and r"\frac{\partial u}" in markdown
+
+        job_id = job.get_attribute("data-job")
+        for key, listed in (("other-key", 0), ("right-key", 1)):  # each key sees its own jobs
+            page.click("#key-button")
+            page.fill("#key-input", key)
+            page.click("#key-form button[type=submit]")
+            expect(page.locator(f".job[data-job='{job_id}']")).to_have_count(listed)
+        expect(page.locator("#page")).to_be_hidden()  # the other key's page is not left open
+
+
+def test_many_jobs_at_once_all_reach_their_end(page: Page, standin, tmp_path):
+    """More running jobs than the page follows by event stream (it polls the rest): each
+    still reaches its end on the page."""
+    standin.latency = 1.0  # one page at a time: the seventh job waits about seven seconds
+    env = {"DOTSOCR_MAX_IN_FLIGHT": "1"}
+    with running_gateway(tmp_path / "data", "--server", standin.url, env=env) as gateway:
+        page.goto(f"{gateway.url}/ui/")
+        expect(page.locator("#server")).to_have_class(re.compile(r"\bup\b"), timeout=30_000)
+        page.fill("input[name=pages]", "1")
+        page.fill("input[name=dpi]", "72")
+        for _ in range(7):
+            page.set_input_files("#file-input", str(SAMPLE))
+            page.click("#submit")
+            expect(page.locator("#chosen li")).to_have_count(0)  # sent
+        jobs = page.locator(".job")
+        expect(jobs).to_have_count(7)
+        expect(page.locator(".job[data-state='done']")).to_have_count(7, timeout=TIMEOUT)
+        for job in jobs.all():
+            expect(job.locator(".job-meta")).to_contain_text("1 of 1 pages")
+        screenshot(page, "04-many-jobs")

@@ -17,8 +17,11 @@ MAX_WORDS = 15
 MIN_SHARE = 0.5  # of the pages, and at least two
 _DIGITS = re.compile(r"\d+")
 
+Line = tuple[str, str]
+Lines = frozenset[Line]
 
-def _key(cell: Cell, page: PageResult) -> tuple[str, str] | None:
+
+def _key(cell: Cell, page: PageResult) -> Line | None:
     """(edge, text with numbers masked) for a short text cell near an edge."""
     if cell.category in FURNITURE or not cell.text or not page.height:
         return None
@@ -32,30 +35,37 @@ def _key(cell: Cell, page: PageResult) -> tuple[str, str] | None:
     return (edge, text) if text else None
 
 
-Lines = frozenset[tuple[str, str]]
+def edge_lines(page: PageResult) -> set[Line]:
+    """The page's short lines near its top or bottom, as (edge, text with numbers masked)."""
+    return {key for cell in page.cells if (key := _key(cell, page)) is not None}
+
+
+def running(seen: Counter[Line], pages: int) -> Lines:
+    """The lines ``seen`` on enough of ``pages`` pages (counted once per page) to be running."""
+    if pages < 2:
+        return frozenset()
+    return frozenset(k for k, n in seen.items() if n >= 2 and n >= MIN_SHARE * pages)
 
 
 def running_lines(pages: list[PageResult]) -> Lines:
-    """The (edge, masked text) lines that come back on enough of ``pages``."""
-    if len(pages) < 2:
-        return frozenset()
-    seen: Counter[tuple[str, str]] = Counter()
+    """The running lines of ``pages``."""
+    seen: Counter[Line] = Counter()
     for page in pages:
-        seen.update({key for cell in page.cells if (key := _key(cell, page)) is not None})
-    return frozenset(k for k, n in seen.items() if n >= 2 and n >= MIN_SHARE * len(pages))
+        seen.update(edge_lines(page))
+    return running(seen, len(pages))
 
 
-def mark_running_furniture(pages: list[PageResult], running: Lines | None = None) -> int:
-    """Relabel repeated edge lines in place (``running``: found on the whole document
+def mark_running_furniture(pages: list[PageResult], lines: Lines | None = None) -> int:
+    """Relabel repeated edge lines in place (``lines``: found on the whole document
     earlier, for marking some of its pages); return how many cells changed."""
-    if running is None:
-        running = running_lines(pages)
+    if lines is None:
+        lines = running_lines(pages)
     changed = 0
     for page in pages:
         before = changed
         for position, cell in enumerate(page.cells):
             key = _key(cell, page)
-            if key in running:
+            if key in lines:
                 category = "Page-header" if key[0] == "top" else "Page-footer"
                 text = cell.text.lstrip("#* ") if cell.text else cell.text
                 page.cells[position] = cell.model_copy(update={"category": category, "text": text})

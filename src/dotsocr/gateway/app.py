@@ -200,12 +200,21 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             raise ApiError(404, "not_found", f"no job {job_id!r} for this key")
         return job_id
 
-    @app.get("/v1/jobs", response_model=JobList, responses=ERRORS)
+    @app.get(
+        "/v1/jobs", response_model=JobList, responses={**ERRORS, 403: {"model": ErrorResponse}}
+    )
     async def job_list(
         who: str = authenticated,
         limit: Annotated[int, Query(ge=1, le=200, description="at most this many")] = 50,
     ) -> Any:
-        """This key's jobs, newest first (finished ones until their retention ends)."""
+        """This key's jobs, newest first (finished ones until their retention ends). A
+        server without keys lists none: everyone would see everyone's documents."""
+        if not keys:
+            raise ApiError(
+                403, "no_keys",
+                "jobs are listed per API key and this server has none: keep the ids that "
+                "POST /v1/jobs returns, or start the gateway with --api-key",
+            )  # fmt: skip
         ids = manager.store.jobs_of(who, limit)
         return JobList(jobs=[s for job_id in ids if (s := manager.status(job_id))])
 
@@ -329,6 +338,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             queued_pages=len(manager.queue),
             reading_pages=manager.reading,
             auth=bool(keys),
+            keep_alive=settings.event_keep_alive,
             tasks=list(TASKS),
             limits=Limits(
                 max_upload_bytes=settings.max_upload_bytes,

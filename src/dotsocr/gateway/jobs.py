@@ -237,10 +237,12 @@ class JobManager:
             except Exception as exc:  # a bug of ours, or the disk: the page fails, not the job
                 log.exception("page %s failed unexpectedly", key)
                 with contextlib.suppress(Exception):
-                    failed = _failed(key.page_idx + 1, f"unexpected error ({_short(exc)})")
+                    job = self.store.job(key.job_id)
+                    number = stored_options(job)[1][key.file_idx][key.page_idx] if job else 0
+                    failed = _failed(number, f"unexpected error ({_short(exc)})")
                     if await self._keep(key, failed):
                         name = self.store.files(key.job_id)[key.file_idx]["name"]
-                        self._page_finished(key, name, key.page_idx + 1, failed)
+                        self._page_finished(key, name, number, failed)
             finally:
                 self._in_flight -= 1
                 self.metrics.in_flight.set(self._in_flight)
@@ -250,9 +252,8 @@ class JobManager:
         if job is None or job["state"] not in ("queued", "running"):
             return
         self.store.start(key.job_id)
-        options = json.loads(job["options"])
-        parse = ParseOptions(**{k: v for k, v in options.items() if k != "page_numbers"})
-        number = options["page_numbers"][key.file_idx][key.page_idx]
+        parse, numbers = stored_options(job)
+        number = numbers[key.file_idx][key.page_idx]
         name = self.store.files(key.job_id)[key.file_idx]["name"]
         result = await self._page_result(key, name, number, parse)
         if await self._keep(key, result):
@@ -363,16 +364,10 @@ class JobManager:
             job = self.store.job(job_id)
             if job is None:
                 return
-            options = json.loads(job["options"])
-            files = self.store.files(job_id)
-            seen: set[tuple[int, int]] = set()
-            total = sum(f["pages"] for f in files)
-            for done, (key, state) in enumerate(self.store.finished_pages(job_id), start=1):
-                number = options["page_numbers"][key.file_idx][key.page_idx]
-                seen.add((key.file_idx, number))
-                result = self.store.result(key) or _failed(number, f"page {state}, result lost")
-                name = files[key.file_idx]["name"]
-                yield _page_event(key, name, number, result, done, total)
+            replay = await asyncio.to_thread(self._replay, job)  # reads every result so far
+            for event in replay:
+                yield event
+            seen = {(event["file"], event["page"]) for event in replay}
             if job["state"] not in ("queued", "running"):
                 yield {"event": "done", "state": job["state"]}
                 return
@@ -394,6 +389,19 @@ class JobManager:
                 if not watchers.queues:
                     del self._watchers[job_id]
 
+    def _replay(self, job: dict[str, Any]) -> list[dict[str, Any]]:
+        """The page events of a job's pages finished so far, in the order they finished."""
+        numbers = stored_options(job)[1]
+        files = self.store.files(job["id"])
+        total = sum(f["pages"] for f in files)
+        events = []
+        for done, (key, state) in enumerate(self.store.finished_pages(job["id"]), start=1):
+            number = numbers[key.file_idx][key.page_idx]
+            result = self.store.result(key) or _failed(number, f"page {state}, result lost")
+            name = files[key.file_idx]["name"]
+            events.append(_page_event(key, name, number, result, done, total))
+        return events
+
     async def wait(self, job_id: str, timeout: float) -> bool:
         """Until the job ends; False when ``timeout`` passed first."""
 
@@ -414,7 +422,7 @@ class JobManager:
         if job is None:
             return None
         counts = self.store.counts(job_id)
-        numbers = json.loads(job["options"])["page_numbers"]
+        numbers = stored_options(job)[1]
         files = [
             FileStatus(
                 index=f["idx"],
@@ -460,7 +468,7 @@ class JobManager:
         job = self.store.job(job_id)
         if job is None:
             return []
-        options = json.loads(job["options"])
+        options = stored_options(job)[0]
         out = []
         for f in self.store.files(job_id):
             pages = [
@@ -473,7 +481,7 @@ class JobManager:
                 DocumentResult(
                     source=f["name"],
                     model=self.profile.name,
-                    task=TASKS[options["task"]],
+                    task=TASKS[options.task],
                     pages=pages,
                 )
             )
@@ -485,7 +493,7 @@ class JobManager:
         job = self.store.job(job_id)
         if job is None:
             return None
-        keep = bool(json.loads(job["options"]).get("headers_footers"))
+        keep = stored_options(job)[0].headers_footers
         documents = self.documents(job_id)
         markdown = [
             render_markdown(d, include_furniture=keep, pictures="omit").text for d in documents
@@ -545,6 +553,13 @@ class JobManager:
             self.metrics.queue_depth.set(len(self.queue))
             retention = self.settings.retention_hours * 3600
             await asyncio.sleep(min(CLEAN_EVERY, self.settings.job_timeout / 4, retention / 4))
+
+
+def stored_options(job: dict[str, Any]) -> tuple[ParseOptions, list[list[int]]]:
+    """A stored job's options, and for each file the page numbers it reads."""
+    options = json.loads(job["options"])
+    numbers = options.pop("page_numbers")
+    return ParseOptions(**options), numbers
 
 
 def _page_event(

@@ -155,7 +155,12 @@ class GatewayInfo(BaseModel):
     reason: Annotated[str | None, Field(description="why not ready")] = None
     queued_pages: int
     reading_pages: int
-    auth: Annotated[bool, Field(description="requests need Authorization: Bearer KEY")]
+    auth: Annotated[
+        bool, Field(description="requests need Authorization: Bearer KEY (and jobs are listed)")
+    ]
+    keep_alive: Annotated[
+        float, Field(description="seconds between keep-alives on a quiet event stream")
+    ]
     tasks: list[str]
     limits: Limits
     categories: list[Category]

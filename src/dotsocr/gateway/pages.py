@@ -4,14 +4,14 @@ the page image its boxes are drawn on. Blocking (files, PDFium): call from a thr
 from __future__ import annotations
 
 import io
-import json
 import threading
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from collections import Counter, OrderedDict
+from dataclasses import dataclass, field
 
 from PIL import Image
 
-from dotsocr.furniture import Lines, mark_running_furniture, running_lines
+from dotsocr.furniture import Line, Lines, edge_lines, mark_running_furniture, running
+from dotsocr.gateway.jobs import JobManager, stored_options
 from dotsocr.gateway.models import PageLinks, PageView, ParseOptions
 from dotsocr.gateway.store import PageKey
 from dotsocr.layout import DocumentResult
@@ -19,20 +19,14 @@ from dotsocr.render import render_markdown
 from dotsocr.render.html import markdown_html
 from dotsocr.render.json import page_json
 
-if TYPE_CHECKING:
-    from dotsocr.gateway.jobs import JobManager
-
-JPEG_QUALITY = 88  # the boxes need no lossless pixels; a page is a tenth of its PNG
-RUNNING_KEPT = 64  # files whose running lines are remembered
-_RUNNING: dict[tuple[str, int, int], Lines] = {}
-_LOCK = threading.Lock()  # page views run in threads
+JPEG_QUALITY = 88  # the boxes need no lossless pixels; a page is half its PNG
+FILES_KEPT = 64  # files whose edge lines are tallied
 
 
 @dataclass(frozen=True)
 class _Found:
     key: PageKey
     name: str
-    number: int
     options: ParseOptions
 
 
@@ -42,12 +36,11 @@ def _find(manager: JobManager, job_id: str, file: int, number: int) -> _Found | 
     files = manager.store.files(job_id)
     if job is None or not 0 <= file < len(files):
         return None
-    options = json.loads(job["options"])
-    numbers: list[int] = options.pop("page_numbers")[file]
-    if number not in numbers:
+    options, numbers = stored_options(job)
+    if number not in numbers[file]:
         return None
-    key = PageKey(job_id, file, numbers.index(number))
-    return _Found(key, files[file]["name"], number, ParseOptions(**options))
+    key = PageKey(job_id, file, numbers[file].index(number))
+    return _Found(key, files[file]["name"], options)
 
 
 def page_view(manager: JobManager, job_id: str, file: int, number: int) -> PageView | None:
@@ -60,10 +53,12 @@ def page_view(manager: JobManager, job_id: str, file: int, number: int) -> PageV
         job=job_id, file=file, name=found.name, page=number, state=state,  # type: ignore[arg-type]
         links=PageLinks(self=base, image=f"{base}/image"),
     )  # fmt: skip
-    result = manager.store.result(found.key) if state != "pending" else None
-    if result is None:
+    if state == "pending":
         return view
-    mark_running_furniture([result], _running(manager, found.key))  # as /result does
+    result = manager.store.result(found.key)
+    if result is None:  # deleted meanwhile
+        return None
+    mark_running_furniture([result], _TALLIES.running(manager, found.key))  # as /result does
     document = DocumentResult(source=found.name, pages=[result])
     markdown = render_markdown(
         document, include_furniture=found.options.headers_footers, pictures="omit"
@@ -73,26 +68,47 @@ def page_view(manager: JobManager, job_id: str, file: int, number: int) -> PageV
     )
 
 
-def _running(manager: JobManager, key: PageKey) -> Lines:
-    """The running headers and footers of the page's file, found on its pages read so far
-    (kept until another page of the job finishes: a page view must not read them all)."""
-    counts = manager.store.counts(key.job_id)
-    version = (key.job_id, key.file_idx, counts["done"] + counts["failed"])
-    with _LOCK:
-        if version in _RUNNING:
-            return _RUNNING[version]
-    files = manager.store.files(key.job_id)
-    pages = [
-        result
-        for idx in range(files[key.file_idx]["pages"])
-        if (result := manager.store.result(PageKey(key.job_id, key.file_idx, idx)))
-    ]
-    lines = running_lines(pages)
-    with _LOCK:
-        while len(_RUNNING) >= RUNNING_KEPT:
-            _RUNNING.pop(next(iter(_RUNNING)))
-        _RUNNING[version] = lines
-    return lines
+@dataclass
+class _Tally:
+    pages: set[int] = field(default_factory=set)
+    lines: Counter[Line] = field(default_factory=Counter)
+
+
+class _Tallies:
+    """Running headers and footers per file, as /result finds them on every page read so
+    far; each page's result is read once, not on every view of a large running job."""
+
+    def __init__(self) -> None:
+        self._files: OrderedDict[tuple[str, int], _Tally] = OrderedDict()
+        self._lock = threading.Lock()  # page views run in threads
+
+    def running(self, manager: JobManager, key: PageKey) -> Lines:
+        where = (key.job_id, key.file_idx)
+        finished = {
+            k.page_idx
+            for k, _ in manager.store.finished_pages(key.job_id)
+            if k.file_idx == key.file_idx
+        }
+        with self._lock:
+            tally = self._files.setdefault(where, _Tally())
+            self._files.move_to_end(where)
+            while len(self._files) > FILES_KEPT:
+                self._files.popitem(last=False)
+            new = finished - tally.pages
+        found = {}
+        for idx in new:
+            result = manager.store.result(PageKey(key.job_id, key.file_idx, idx))
+            if result is not None:
+                found[idx] = edge_lines(result)
+        with self._lock:
+            for idx, lines in found.items():
+                if idx not in tally.pages:  # another view may have counted it meanwhile
+                    tally.pages.add(idx)
+                    tally.lines.update(lines)
+            return running(tally.lines, len(tally.pages))
+
+
+_TALLIES = _Tallies()
 
 
 def page_image(

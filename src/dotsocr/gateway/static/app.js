@@ -4,6 +4,7 @@
 
 const $ = (id) => document.getElementById(id);
 const KEY = "dotsocr.key";
+const JOBS = "dotsocr.jobs"; // ids this browser submitted, for servers without keys
 const MAX_STREAMS = 4; // a browser opens six connections per host: leave some for requests
 const ACTIVE = new Set(["queued", "running"]);
 const STATUS_TEXT = {
@@ -115,8 +116,9 @@ function askKey(message) {
   const dialog = $("key-dialog");
   $("key-error").textContent = message || "";
   $("key-error").hidden = !message || !state.key;
+  if (dialog.open) return; // leave what is being typed alone
   $("key-input").value = state.key;
-  if (!dialog.open) dialog.showModal();
+  dialog.showModal();
   $("key-input").focus();
 }
 
@@ -127,6 +129,7 @@ async function useKey(event) {
   if ($("key-remember").checked) localStorage.setItem(KEY, state.key);
   else localStorage.removeItem(KEY);
   $("key-dialog").close();
+  resetJobs(); // another key sees other jobs
   await loadJobs();
 }
 
@@ -179,7 +182,9 @@ async function submit(event) {
   $("submit").textContent = "Sending…";
   try {
     const status = await (await api("/v1/jobs", { method: "POST", body })).json();
+    remember(status.id);
     state.chosen = [];
+    for (const other of state.jobs.values()) if (other.expanded) setExpanded(other, false);
     const job = upsertJob(status, { top: true, expand: true });
     const refused = status.files.filter((f) => f.error);
     if (refused.length) { // the reasons name their files
@@ -196,20 +201,52 @@ async function submit(event) {
   }
 }
 
-// Jobs.
+// Jobs. With keys, the server lists this key's jobs; without, it lists none (everyone
+// would see everyone's), so the page remembers the ids it submitted.
+function remembered() {
+  try { return JSON.parse(localStorage.getItem(JOBS) || "[]"); } catch { return []; }
+}
+
+function remember(id, keep = true) {
+  const ids = remembered().filter((known) => known !== id);
+  if (keep) ids.unshift(id);
+  localStorage.setItem(JOBS, JSON.stringify(ids.slice(0, 50)));
+}
+
 async function loadJobs() {
   try {
-    const { jobs } = await getJSON("/v1/jobs?limit=50");
-    jobs.reverse().forEach((status, i) => upsertJob(status, { top: true, expand: i === jobs.length - 1 }));
+    let statuses;
+    if (state.info?.auth) {
+      statuses = (await getJSON("/v1/jobs?limit=50")).jobs;
+    } else {
+      const found = await Promise.allSettled(remembered().map((id) => getJSON(`/v1/jobs/${id}`)));
+      found.forEach((f, i) => { if (f.reason?.status === 404) remember(remembered()[i], false); });
+      statuses = found.filter((f) => f.status === "fulfilled").map((f) => f.value);
+    }
+    const fresh = !state.jobs.size;
+    statuses.reverse().forEach((status, i) => {
+      upsertJob(status, { top: true, expand: fresh && i === statuses.length - 1 });
+    });
   } catch (err) {
     if (err.status !== 401) showBanner(`Could not list jobs: ${err.message}`);
   }
 }
 
-function upsertJob(status, { top = false, expand: open = false } = {}) {
+function resetJobs() {
+  for (const job of state.jobs.values()) job.abort?.abort();
+  state.jobs.clear();
+  $("jobs").replaceChildren();
+  $("no-jobs").hidden = false;
+  closePage();
+}
+
+function upsertJob(status, { top = false, expand: open = false, follow: go = true } = {}) {
   let job = state.jobs.get(status.id);
   if (!job) {
-    job = { status, pages: new Map(), tiles: new Map(), expanded: false, following: false };
+    job = {
+      status, pages: new Map(), tiles: new Map(), failed: 0,
+      expanded: false, following: false, retry: 1000,
+    };
     job.el = buildJob(job);
     state.jobs.set(status.id, job);
     $("jobs")[top ? "prepend" : "append"](job.el.root);
@@ -217,7 +254,7 @@ function upsertJob(status, { top = false, expand: open = false } = {}) {
   job.status = status;
   if (open) setExpanded(job, true);
   renderJob(job);
-  if (ACTIVE.has(status.state) || (job.expanded && !job.loaded)) follow(job);
+  if (go && (ACTIVE.has(status.state) || (job.expanded && !job.loaded))) follow(job);
   $("no-jobs").hidden = state.jobs.size > 0;
   return job;
 }
@@ -244,7 +281,8 @@ function buildJob(job) {
       await api(`/v1/jobs/${id}`, { method: "DELETE" });
       dropJob(id);
     } catch (err) {
-      showBanner(`Could not delete: ${err.message}`);
+      if (err.status === 404) dropJob(id);
+      else showBanner(`Could not delete: ${err.message}`);
     }
   });
   const downloads = el("div", { class: "job-downloads" }, "Download ",
@@ -270,6 +308,13 @@ function setExpanded(job, open) {
   }
 }
 
+// Many events can come at once (a finished job's pages are replayed): draw once a frame.
+function scheduleRender(job) {
+  if (job.drawing) return;
+  job.drawing = true;
+  requestAnimationFrame(() => { job.drawing = false; renderJob(job); });
+}
+
 function renderJob(job) {
   const s = job.status;
   const names = s.files.map((f) => f.name);
@@ -288,14 +333,10 @@ function renderJob(job) {
   if (s.error) meta.push(s.error);
   job.el.meta.textContent = meta.join(" · ");
   job.el.root.dataset.state = s.state;
-  if (job.expanded) renderFiles(job);
+  if (job.expanded && !job.el.files.childElementCount) buildFiles(job);
 }
 
-function renderFiles(job) {
-  if (job.el.files.childElementCount) { // built: only the tiles change
-    for (const [key, tile] of job.tiles) paintTile(tile, job.pages.get(key));
-    return;
-  }
+function buildFiles(job) {
   for (const file of job.status.files) {
     const title = el("div", { class: "file-name" }, el("span", { class: "name" }, file.name),
       el("span", { class: "muted" }, file.error ? "" : `${file.pages} page${file.pages === 1 ? "" : "s"}`));
@@ -322,11 +363,9 @@ function renderFiles(job) {
 
 function paintTile(tile, page) {
   const status = page?.status || "pending";
-  tile.className = `tile st-${status}`;
+  tile.classList.remove(...[...tile.classList].filter((c) => c.startsWith("st-")));
+  tile.classList.add(`st-${status}`);
   tile.title = `page ${tile.dataset.page}: ${STATUS_TEXT[status]}${page?.error ? ` (${page.error})` : ""}`;
-  const v = state.view;
-  if (v && v.file === Number(tile.dataset.file) && v.page === Number(tile.dataset.page)
-      && tile.closest(".job")?.dataset.job === v.job) tile.classList.add("selected");
 }
 
 function markSelected() {
@@ -339,35 +378,44 @@ function markSelected() {
 
 function dropJob(id) {
   const job = state.jobs.get(id);
+  remember(id, false);
   if (!job) return;
+  job.abort?.abort();
   job.el.root.remove();
   state.jobs.delete(id);
   if (state.view?.job === id) closePage();
   $("no-jobs").hidden = state.jobs.size > 0;
 }
 
-// Live progress: the job's event stream (finished pages replayed first), else polling.
+// Live progress: the job's event stream (finished pages replayed first). Past MAX_STREAMS
+// open streams, a job's status is polled instead. A stream silent for three keep-alives is
+// taken for dead and opened again; reconnections back off.
 async function follow(job) {
-  if (job.following) return;
+  if (job.following || !state.jobs.has(job.status.id)) return;
   job.following = true;
-  if (state.streams >= MAX_STREAMS) { // poll instead, until a stream is free
-    setTimeout(async () => {
-      job.following = false;
-      await refreshJob(job);
-      if (ACTIVE.has(job.status.state) || (job.expanded && !job.loaded)) follow(job);
-    }, 2000);
+  if (state.streams >= MAX_STREAMS) {
+    setTimeout(() => poll(job), 2000);
     return;
   }
   state.streams += 1;
   const id = job.status.id;
+  const abort = new AbortController();
+  job.abort = abort;
+  let refused = false;
+  const silence = 3000 * (state.info?.keep_alive || 15);
+  let watchdog = setTimeout(() => abort.abort(), silence);
   try {
-    const response = await api(`/v1/jobs/${id}/events`, { headers: { Accept: "text/event-stream" } });
+    const response = await api(`/v1/jobs/${id}/events`, {
+      headers: { Accept: "text/event-stream" }, signal: abort.signal,
+    });
     const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
     let buffer = "";
     for (;;) {
       const { value, done } = await reader.read();
       if (done) break;
-      buffer += value;
+      clearTimeout(watchdog);
+      watchdog = setTimeout(() => abort.abort(), silence);
+      buffer += value.replaceAll("\r\n", "\n");
       let cut;
       while ((cut = buffer.indexOf("\n\n")) >= 0) {
         const event = parseEvent(buffer.slice(0, cut));
@@ -376,26 +424,45 @@ async function follow(job) {
       }
     }
   } catch (err) {
-    if (err.status === 404) { dropJob(id); return; }
+    if (err.status === 404) dropJob(id);
+    refused = err.status === 401 || err.status === 404; // a new key resets everything
   } finally {
+    clearTimeout(watchdog);
     state.streams -= 1;
     job.following = false;
   }
+  if (refused || state.jobs.get(id) !== job) return; // refused, deleted, or another key
   await refreshJob(job);
-  if (state.jobs.has(id) && ACTIVE.has(job.status.state)) setTimeout(() => follow(job), 2000);
+  if (state.jobs.get(id) === job && ACTIVE.has(job.status.state)) {
+    setTimeout(() => follow(job), job.retry);
+    job.retry = Math.min(job.retry * 2, 30_000);
+  }
+}
+
+async function poll(job) {
+  job.following = false;
+  const before = job.status.pages.done + job.status.pages.failed;
+  await refreshJob(job);
+  const after = job.status.pages.done + job.status.pages.failed;
+  const v = state.view;
+  if (after !== before && v?.job === job.status.id && v.state === "pending") {
+    openPage(v.job, v.file, v.page); // it may be read now
+  }
+  if (ACTIVE.has(job.status.state) || (job.expanded && !job.loaded)) follow(job);
 }
 
 function parseEvent(block) {
   let type = "message";
-  let data = "";
+  const data = [];
   for (const line of block.split("\n")) {
     if (line.startsWith("event:")) type = line.slice(6).trim();
-    else if (line.startsWith("data:")) data += line.slice(5).trim();
+    else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
   }
-  return data ? { type, ...JSON.parse(data) } : null; // comments (keep-alives) have no data
+  return data.length ? { type, ...JSON.parse(data.join("\n")) } : null; // keep-alives: none
 }
 
 function onEvent(job, event) {
+  job.retry = 1000;
   if (event.type === "done") {
     job.loaded = true;
     refreshInfo(); // the queue in the header moved
@@ -403,12 +470,17 @@ function onEvent(job, event) {
   }
   if (event.type !== "page") return;
   const key = `${event.file}:${event.page}`;
+  const before = job.pages.get(key);
+  if (before?.status === "failed") job.failed -= 1;
+  if (event.status === "failed") job.failed += 1;
   job.pages.set(key, event);
-  const failed = [...job.pages.values()].filter((p) => p.status === "failed").length;
   const pages = job.status.pages;
-  job.status.pages = { ...pages, done: job.pages.size - failed, failed, pending: pages.total - job.pages.size };
+  const read = Math.max(job.pages.size, pages.done + pages.failed); // polled counts may lead
+  job.status.pages = { ...pages, done: read - job.failed, failed: job.failed, pending: pages.total - read };
   if (job.status.state === "queued") job.status.state = "running";
-  renderJob(job);
+  const tile = job.tiles.get(key);
+  if (tile) paintTile(tile, event);
+  scheduleRender(job);
   const v = state.view;
   if (v && v.job === job.status.id && `${v.file}:${v.page}` === key && v.state === "pending") {
     openPage(v.job, v.file, v.page);
@@ -417,7 +489,7 @@ function onEvent(job, event) {
 
 async function refreshJob(job) {
   try {
-    upsertJob(await getJSON(`/v1/jobs/${job.status.id}`));
+    upsertJob(await getJSON(`/v1/jobs/${job.status.id}`), { follow: false });
   } catch (err) {
     if (err.status === 404) dropJob(job.status.id);
   }
@@ -466,16 +538,32 @@ async function openPage(jobId, file, page) {
   $("page").classList.remove("loading");
   if (data.status === "rejected") {
     showBanner(`Could not show page ${page}: ${data.reason.message}`);
+    clearPage();
     return;
   }
   view.state = data.value.state;
   renderPage(data.value);
   if (image.status === "rejected") { // the page's text can still be read
-    $("page-image").removeAttribute("src");
-    state.shownImage = null;
+    dropImage();
     $("frame-wait").textContent = `No image: ${image.reason.message}`;
     $("frame-wait").hidden = false;
   }
+}
+
+function dropImage() {
+  const image = $("page-image");
+  if (image.src.startsWith("blob:")) URL.revokeObjectURL(image.src);
+  image.removeAttribute("src");
+  state.shownImage = null;
+}
+
+function clearPage() {
+  dropImage();
+  $("boxes").replaceChildren();
+  $("legend").replaceChildren();
+  $("page-notice").hidden = true;
+  $("page-status").textContent = "";
+  for (const id of ["tab-rendered", "tab-source", "tab-json", "tab-raw"]) $(id).replaceChildren();
 }
 
 async function showImage(path, view) {
@@ -492,6 +580,7 @@ async function showImage(path, view) {
 
 function closePage() {
   state.view = null;
+  clearPage();
   $("page").hidden = true;
   $("placeholder").hidden = false;
 }
@@ -507,14 +596,17 @@ function move(step) {
 
 function renderPage(data) {
   const result = data.result;
-  const status = data.state === "pending" ? "pending" : result.status;
+  const status = result?.status ?? data.state;
+  const ended = !ACTIVE.has(state.jobs.get(data.job)?.status.state ?? "running");
   const badge = $("page-status");
   badge.textContent = STATUS_TEXT[status];
   badge.className = `badge st-${status}`;
   const notice = $("page-notice");
   const notes = result?.notes?.join("; ");
   const text = {
-    pending: "This page is waiting to be read: it appears here as soon as it is.",
+    pending: ended
+      ? "This page was not read: its job ended first."
+      : "This page is waiting to be read: it appears here as soon as it is.",
     failed: `Failed: ${result?.error || "no reason given"}`,
     repaired: `The model's answer was broken and mended${notes ? `: ${notes}` : "."}`,
     fallback: `No layout came back, so the page is kept as plain text${notes ? `: ${notes}` : "."}`,
@@ -527,7 +619,7 @@ function renderPage(data) {
     const tokens = result.completion_tokens != null ? ` · ${result.completion_tokens} tokens out` : "";
     $("page-sub").append(` · ${result.seconds.toFixed(2)} s${tokens}`);
   }
-  $("frame-wait").textContent = "Waiting to be read…";
+  $("frame-wait").textContent = ended ? "Not read" : "Waiting to be read…";
   $("frame-wait").hidden = status !== "pending";
   drawBoxes(result);
   const empty = { pending: "Not read yet.", failed: "Nothing was read from this page." };
@@ -658,6 +750,9 @@ async function start() {
   renderChosen();
   const info = await refreshInfo();
   setInterval(refreshInfo, 3000);
+  setInterval(() => { // jobs sent from elsewhere with this key, or a gateway back up
+    if (state.info?.auth ? state.key && !$("key-dialog").open : !state.jobs.size) loadJobs();
+  }, 15_000);
   if (info?.auth && !state.key) askKey();
   else await loadJobs();
 }
