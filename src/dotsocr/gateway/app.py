@@ -56,6 +56,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 401, 404, 413, 422, 503)
 }
 UPLOAD_ERRORS = {**ERRORS, 415: {"model": ErrorResponse}}  # neither multipart nor JSON
+FileIndex = Annotated[int, Path(ge=0, description="the file's index in the job, from 0")]
+PageNumber = Annotated[int, Path(ge=1, description="page number in the document, from 1")]
 
 
 def create_app(settings: GatewaySettings) -> FastAPI:
@@ -277,8 +279,8 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     )
     async def page_result(
         job_id: str,
-        file: Annotated[int, Path(ge=0, description="the file's index in the job, from 0")],
-        page: Annotated[int, Path(ge=1, description="page number in the document, from 1")],
+        file: FileIndex,
+        page: PageNumber,
         who: str = authenticated,
     ) -> Any:
         """One page: pending, or its result as JSON, Markdown and sanitized HTML."""
@@ -295,8 +297,8 @@ def create_app(settings: GatewaySettings) -> FastAPI:
     )
     async def page_picture(
         job_id: str,
-        file: Annotated[int, Path(ge=0)],
-        page: Annotated[int, Path(ge=1)],
+        file: FileIndex,
+        page: PageNumber,
         who: str = authenticated,
         width: Annotated[int | None, Query(ge=16, le=10_000, description="scale down")] = None,
     ) -> Response:
