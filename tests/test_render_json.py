@@ -61,7 +61,13 @@ def test_page_fields_and_cells_round_trip():
     doc = sample()
     first, second = json.loads(render_json(doc))["pages"]
     assert first["cells"] == [
-        {"bbox": [1, 2, 30, 40], "category": "Title", "text": "# Hi", "confidence": 0.9}
+        {
+            "bbox": [1, 2, 30, 40],
+            "category": "Title",
+            "text": "# Hi",
+            "confidence": 0.9,
+            "quad": None,
+        }
     ]
     assert first["status"] == "repaired" and first["notes"] == ["closed a cut answer"]
     assert (first["attempts"], first["prompt_tokens"], first["completion_tokens"]) == (2, 1200, 40)
@@ -101,7 +107,13 @@ def test_schema_pins_name_and_version_and_makes_raw_optional():
     page = schema["$defs"]["PageOut"]
     assert page["required"] == PAGE_KEYS[:-1]
     assert list(page["properties"]) == PAGE_KEYS
-    assert schema["$defs"]["CellOut"]["required"] == ["bbox", "category", "text", "confidence"]
+    assert schema["$defs"]["CellOut"]["required"] == [
+        "bbox",
+        "category",
+        "text",
+        "confidence",
+        "quad",
+    ]
 
 
 def test_schema_descriptions_come_from_the_data_model():

@@ -33,17 +33,19 @@ def blank(width: int, height: int) -> Image.Image:
     return Image.new("RGB", (width, height), "white")
 
 
-async def infer_planned(engine: OpenAIEngine, width: int, height: int, task: str = "ocr"):
+async def infer_planned(
+    engine: OpenAIEngine, width: int, height: int, task: str = "ocr", profile=PROFILE
+):
     """Plan, prepare and send one page as the pipeline will."""
     box = (0, 0, width // 2, height // 2) if task == "grounding" else None
-    probe = PROFILE.prepare(blank(width, height), width, height)
-    prompt = IMAGE_PREFIX + PROFILE.prompt(task, probe.geometry, box)
+    probe = profile.prepare(blank(width, height), width, height)
+    prompt = profile.request_text(task, probe.geometry, box)
     text_tokens = await engine.text_tokens(prompt)
-    plan = PROFILE.plan(
+    plan = profile.plan(
         width, height, text_tokens=text_tokens, max_model_len=engine.info.max_model_len
     )
-    page = PROFILE.prepare(blank(width, height), width, height, plan.max_pixels)
-    request = PROFILE.build_request(page, task, box=box, max_tokens=plan.max_tokens)
+    page = profile.prepare(blank(width, height), width, height, plan.max_pixels)
+    request = profile.build_request(page, task, box=box, max_tokens=plan.max_tokens)
     return plan, page, await engine.infer(page, request)
 
 
@@ -54,6 +56,21 @@ def test_all_four_prompt_modes_are_accepted(vllm_server):
 
     for plan, _, answer in run(go()):
         assert answer.finish_reason in ("stop", "length")
+        assert answer.prompt_tokens == plan.prompt_tokens
+
+
+def test_dots_mocr_tasks_are_accepted_with_the_tokens_we_predict(vllm_server):
+    """dots.mocr is dots.ocr's architecture: its web, spotting and SVG prompts go to the same
+    server, each request costing exactly the prompt tokens its plan predicts."""
+    mocr = get_profile("dots.mocr")
+
+    async def go():
+        async with OpenAIEngine(vllm_server.url, retry=NO_RETRY) as engine:
+            return [await infer_planned(engine, 700, 900, task, mocr) for task in mocr.tasks]
+
+    results = run(go())
+    assert len(results) == len(mocr.tasks) >= 7
+    for plan, _, answer in results:
         assert answer.prompt_tokens == plan.prompt_tokens
 
 

@@ -48,7 +48,7 @@ class BatchOptions:
     document: DocumentOptions = field(default_factory=DocumentOptions)
     engine: str = "auto"  # auto | server | cpu
     server: str | None = None
-    model: str | None = None
+    served_model: str | None = None  # the model's name on the server; default: found
     api_key: str | None = None
     concurrency: int | None = None
     languages: str = "eng"
@@ -144,7 +144,7 @@ async def open_engine(options: BatchOptions, stack: AsyncExitStack, reporter: Re
         engine = OpenAIEngine(
             url,
             api_key=options.api_key or os.environ.get("DOTSOCR_API_KEY"),
-            model=options.model,
+            model=options.served_model,
             concurrency=options.concurrency or 64,
         )
         try:
@@ -268,7 +268,8 @@ def _fingerprint(options: BatchOptions, profile: ModelProfile) -> str:
         "box": options.box,
         "document": options.document.model_dump(exclude={"password"}),
         "formats": sorted(options.formats),
-        "model": options.model or profile.name,
+        "model": profile.name,
+        "served_model": options.served_model,
         "engine": options.engine,
         "server": options.server,
         "furniture": options.include_furniture,

@@ -203,7 +203,16 @@ def ocr(
         typer.Option("--server", help="OpenAI-compatible server URL.", envvar="DOTSOCR_SERVER_URL"),
     ] = None,
     model: Annotated[
-        str | None, typer.Option("--model", help="Served model name (default: discovered).")
+        str,
+        typer.Option(
+            "--model",
+            help="Model profile: a name from 'dotsocr models', an alias or a hub id.",
+            envvar="DOTSOCR_MODEL",
+        ),
+    ] = "dots.ocr",
+    served_model: Annotated[
+        str | None,
+        typer.Option("--served-model", help="The model's name on the server (default: found)."),
     ] = None,
     api_key: Annotated[
         str | None, typer.Option("--api-key", help="Server API key.", envvar="DOTSOCR_API_KEY")
@@ -249,7 +258,7 @@ def ocr(
         document=_document_options(pages, dpi, password),
         engine=engine.value,
         server=server,
-        model=model,
+        served_model=served_model,
         api_key=api_key,
         concurrency=concurrency,
         languages=languages,
@@ -259,7 +268,7 @@ def ocr(
     if options.task == "grounding" and options.box is None:
         raise typer.BadParameter("the grounding task needs --bbox x1,y1,x2,y2")
     with make_reporter() as reporter:
-        summary = asyncio.run(run_batch(options, _profile(max_pixels), reporter))
+        summary = asyncio.run(run_batch(options, _profile(model, max_pixels), reporter))
     if output is None and summary.markdown:
         sys.stdout.write(summary.markdown)
     for line in summary.lines():
@@ -283,13 +292,13 @@ def languages() -> None:
         raise typer.Exit(1)
 
 
-def _profile(max_pixels: int | None):
-    """The dots.ocr profile, with the server's pixel cap when it is lower than the model's."""
+def _profile(model: str, max_pixels: int | None):
+    """The model's profile, with the server's pixel cap when it is lower than the model's."""
     import dataclasses
 
-    from dotsocr.models import get_profile
+    from dotsocr.models import profile_for
 
-    profile = get_profile("dots.ocr")
+    profile = profile_for(model)[0]
     if max_pixels and max_pixels < profile.max_pixels:
         profile = dataclasses.replace(profile, max_pixels=max_pixels)
     return profile

@@ -35,7 +35,12 @@ class GatewaySettings(BaseSettings):
         Field(description="auto: the server when one is set, else the CPU engine"),
     ] = "auto"
     server_url: Annotated[str | None, Field(description="OpenAI-compatible server")] = None
-    model: Annotated[str | None, Field(description="served model name (default: found)")] = None
+    model: Annotated[
+        str, Field(description="the model profile: a name from `dotsocr models`, or a hub id")
+    ] = "dots.ocr"
+    served_model: Annotated[
+        str | None, Field(description="the model's name on the server (default: found)")
+    ] = None
     server_api_key: Annotated[str | None, Field(description="the model server's key")] = None
     languages: Annotated[str, Field(description="CPU engine languages, e.g. eng+deu")] = "eng"
     max_pixels: Annotated[

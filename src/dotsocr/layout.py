@@ -13,6 +13,10 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field
 
 BBox = tuple[int, int, int, int]
+Point = tuple[int, int]
+Quad = tuple[Point, Point, Point, Point]
+"""Four corners ``(x, y)`` in the order the model gave them: a rotated or slanted box,
+which a ``BBox`` can only bound."""
 
 CATEGORIES: tuple[str, ...] = (
     "Caption",
@@ -47,6 +51,10 @@ class Cell(BaseModel):
     )
     confidence: Annotated[
         float | None, Field(description="0-1, from engines that give one; null for dots.ocr")
+    ] = None
+    quad: Annotated[
+        Quad | None,
+        Field(description="four corners in original-page pixels, for rotated scene text"),
     ] = None
 
 

@@ -200,12 +200,17 @@ class Pipeline:
     async def _ladder(self, page: Page) -> PageResult:
         """Parse, repair, retry warmer, fall back to plain text, or fail keeping the answer."""
         main = self.options.task
-        steps = [(main, t) for t in self.options.temperatures]
+        notes: list[str] = []
+        if main not in self.profile.tasks:  # e.g. layout asked of a model that gives no boxes
+            fallback_main = self.profile.default_task
+            notes.append(f"{self.profile.name} has no {main} task: asked {fallback_main}")
+            main = fallback_main
+        own = getattr(self.profile, "task_temperatures", {}).get(main)  # e.g. SVG loops cold
+        steps = [(main, t if own is None else own) for t in self.options.temperatures]
         fallback = self.options.fallback_task
         if fallback and fallback != main and fallback in self.profile.tasks:
             steps.append((fallback, self.profile.temperature))
         base = {"index": page.index, "width": page.width, "height": page.height, "dpi": page.dpi}
-        notes: list[str] = []
         tokens = [0, 0]
         raw = None
         try:

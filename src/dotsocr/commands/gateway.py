@@ -15,6 +15,9 @@ def gateway_command(
         str | None, typer.Option("--server", help="Model server URL (else the CPU engine).")
     ] = None,
     engine: Annotated[str | None, typer.Option(help="auto, server or cpu (default: auto).")] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", help="Model profile (dotsocr models): dots.ocr.")
+    ] = None,
     data_dir: Annotated[
         Path | None, typer.Option("--data-dir", help="Job database and results.")
     ] = None,
@@ -39,6 +42,7 @@ def gateway_command(
         "port": port,
         "server_url": server,
         "engine": engine,
+        "model": model,
         "data_dir": data_dir,
         "api_keys": api_key,
         "max_in_flight": max_in_flight,

@@ -23,6 +23,8 @@ class Quant(StrEnum):
     auto = "auto"
     none = "none"
     fp8 = "fp8"
+    awq = "awq"  # the model's published 4-bit checkpoints
+    gptq = "gptq"
 
 
 class MultiGPU(StrEnum):
@@ -31,7 +33,10 @@ class MultiGPU(StrEnum):
 
 
 ModelOpt = Annotated[
-    str | None, typer.Option("--model", help="Hub id or local folder (default: the profile's).")
+    str | None,
+    typer.Option(
+        "--model", help="A profile (dotsocr models), hub id or local folder (default: dots.ocr)."
+    ),
 ]
 DeviceOpt = Annotated[
     Device, typer.Option("--device", help="auto: the GPUs found; cpu: vLLM's CPU build.")
@@ -45,7 +50,12 @@ CapabilityOpt = Annotated[
 ]
 GPUsOpt = Annotated[int, typer.Option("--gpus", min=1, help="How many such cards.")]
 QuantOpt = Annotated[
-    Quant, typer.Option("--quantization", help="auto: fp8 only when 16 bits cannot hold a page.")
+    Quant,
+    typer.Option(
+        "--quantization",
+        help="auto: fp8 only when 16 bits cannot hold a page; awq/gptq: the model's 4-bit "
+        "checkpoint.",
+    ),
 ]
 MaxPixelsOpt = Annotated[
     int | None, typer.Option("--max-pixels", min=3136, help="Pixel cap per page (default: fitted).")
@@ -88,22 +98,34 @@ def _plan(
     served_model_name: str | None,
     api_key: str | None,
 ) -> LaunchPlan:
+    import dataclasses
+
+    from dotsocr.errors import ConfigError
+    from dotsocr.models import profile_for
     from dotsocr.serve import plan as planner
 
+    profile, model = profile_for(model)
+    serving = getattr(profile, "serving", None)
+    if serving is None:
+        raise ConfigError(
+            f"dotsocr has no memory figures for {profile.name}, so it cannot plan its server: "
+            "start vLLM yourself (dotsocr models says which server runs it)"
+        )
     options = planner.PlanOptions(
         model=model,
+        checkpoints=tuple(sorted(getattr(profile, "quantized", {}).items())),
         served_model_name=served_model_name,
         host=host,
         port=port,
         api_key=api_key,
         quantization=quantization.value,
-        max_image_tokens=max_pixels // 784 if max_pixels else None,
+        max_image_tokens=max_pixels // serving.pixels_per_token if max_pixels else None,
         answer_tokens=answer_tokens,
         gpu_memory_utilization=gpu_memory_utilization,
         multi_gpu=multi_gpu.value,
     )
     if device is Device.cpu:
-        return planner.plan_cpu(options)
+        return dataclasses.replace(planner.plan_cpu(options, serving), profile=profile.name)
     if gpu_memory is not None:
         cc = planner.parse_capability(compute_capability) if compute_capability else None
         name = "the card you named"
@@ -112,7 +134,7 @@ def _plan(
         from dotsocr.serve.gpu import discover
 
         card = planner.card_for(discover())
-    return planner.plan(card, options)
+    return dataclasses.replace(planner.plan(card, options, serving), profile=profile.name)
 
 
 def render_plan(plan: LaunchPlan) -> str:
@@ -144,7 +166,9 @@ def render_plan(plan: LaunchPlan) -> str:
 
     lines.append("Command:")
     lines.append("  " + " ".join(shlex.quote(a) for a in argv))
-    lines.append(f"Clients: dotsocr ocr --server {plan.url} --max-pixels {plan.max_pixels} FILES")
+    model = "" if plan.profile == "dots.ocr" else f" --model {plan.profile}"
+    cap = f" --max-pixels {plan.max_pixels}" if plan.max_pixels else ""
+    lines.append(f"Clients: dotsocr ocr --server {plan.url}{model}{cap} FILES")
     return "\n".join(lines)
 
 

@@ -38,7 +38,7 @@ from dotsocr.gateway.models import (
 from dotsocr.gateway.scheduler import FairQueue, QueueFull
 from dotsocr.gateway.store import JobStore, PageKey
 from dotsocr.layout import DocumentResult, PageResult, PageStatus
-from dotsocr.models import ModelProfile, get_profile
+from dotsocr.models import ModelProfile, profile_for
 from dotsocr.pipeline import Pipeline, PipelineOptions
 from dotsocr.render import render_json, render_markdown
 
@@ -79,7 +79,7 @@ class JobManager:
     def _profile(self) -> ModelProfile:
         import dataclasses
 
-        profile = get_profile("dots.ocr")
+        profile = profile_for(self.settings.model)[0]
         cap = self.settings.max_pixels
         if cap and cap < profile.max_pixels:
             profile = dataclasses.replace(profile, max_pixels=cap)  # type: ignore[type-var]
@@ -118,7 +118,7 @@ class JobManager:
                 engine: Any = CPUEngine(s.languages, s.max_in_flight)
             else:
                 engine = OpenAIEngine(
-                    s.server_url or "", api_key=s.server_api_key, model=s.model,
+                    s.server_url or "", api_key=s.server_api_key, model=s.served_model,
                     concurrency=s.max_in_flight,
                 )  # fmt: skip
             try:
@@ -142,7 +142,7 @@ class JobManager:
         if self.embedded:
             return "tesseract"
         info = getattr(self.engine, "info", None)
-        return info.model if info else self.settings.model or self.profile.name
+        return info.model if info else self.settings.served_model or self.profile.name
 
     @property
     def reading(self) -> int:

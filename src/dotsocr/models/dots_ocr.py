@@ -6,16 +6,15 @@ shared/reference/dots_ocr.md: the prompt strings are the ones the model was trai
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from PIL import Image
-
-from dotsocr.errors import ConfigError, ContextTooLong
+from dotsocr.errors import ConfigError
 from dotsocr.layout import BBox, Cell, PageStatus
-from dotsocr.models.base import ChatRequest, Geometry, ParsedAnswer, PreparedPage, RequestPlan
-from dotsocr.models.cells import collapse_runaway, objects_to_cells
+from dotsocr.models.base import Geometry, ParsedAnswer
+from dotsocr.models.cells import objects_to_cells
+from dotsocr.models.chat import Capabilities, ChatProfile, cut_note, plain_text, text_answer
 from dotsocr.models.json_cells import BARE_OBJECTS, CODE_FENCE, MISSING_BRACKET, salvage_objects
-from dotsocr.models.resize import image_tokens, smart_resize
+from dotsocr.models.serving import DOTS_OCR, Serving
 
 _CATEGORY_LIST = (
     "['Caption', 'Footnote', 'Formula', 'List-item', 'Page-footer', 'Page-header', "
@@ -60,15 +59,23 @@ IMAGE_PREFIX = "<|img|><|imgpad|><|endofimg|>"
 """Placed before the prompt so that vLLM v1 inserts no newline after the image."""
 
 LAYOUT_TASKS = frozenset({"layout_all", "layout_only"})
+CAPABILITIES = Capabilities(
+    layout_boxes=True,
+    tables="html",
+    formulas=True,
+    languages="multilingual (100+ languages, strongest on English and Chinese)",
+    summary="layout, text, tables and formulas in one pass; the default",
+)
 HARMLESS_REPAIRS = frozenset({MISSING_BRACKET, CODE_FENCE, BARE_OBJECTS})
 
 
 @dataclass
-class DotsOCR:
+class DotsOCR(ChatProfile):
     """The dots.ocr profile; every number is a default that callers may override."""
 
     name: str = "dots.ocr"
     hf_id: str = "rednote-hilab/dots.ocr"
+    architecture: str = "DotsOCRForCausalLM"
     tasks: tuple[str, ...] = tuple(PROMPTS)
     default_task: str = "layout_all"
     factor: int = 28  # patch 14 x spatial merge 2: one visual token per 28x28 pixels
@@ -77,133 +84,25 @@ class DotsOCR:
     temperature: float = 0.1
     top_p: float = 1.0
     max_tokens: int = 16_384  # the official parser's budget; a dense page needs 1-2k
-
-    max_aspect_ratio: int = 200
-    min_answer_tokens: int = 1024  # the planner shrinks the image before the answer gets less
     min_image_tokens: int = 256  # about 450x450 pixels: below that a page is not worth reading
-
-    def __post_init__(self) -> None:
-        if self.min_answer_tokens < 1 or self.min_image_tokens < 1:
-            raise ConfigError("min_answer_tokens and min_image_tokens must be at least 1")
-
-    def model_size(self, width: int, height: int, max_pixels: int | None = None) -> tuple[int, int]:
-        """The (width, height) the model sees for an image of this size.
-
-        The server re-checks the aspect ratio on the image we send, and rounding can push a
-        page just inside the limit just outside it; the long side then gives up a step.
-        """
-        h, w = smart_resize(
-            height,
-            width,
-            factor=self.factor,
-            min_pixels=self.min_pixels,
-            max_pixels=min(max_pixels or self.max_pixels, self.max_pixels),
-            max_aspect_ratio=self.max_aspect_ratio,
-        )
-        while max(h, w) > self.max_aspect_ratio * min(h, w):
-            h, w = (h - self.factor, w) if h > w else (h, w - self.factor)
-        return w, h
-
-    def image_tokens(self, width: int, height: int, max_pixels: int | None = None) -> int:
-        """Visual tokens an image of this size costs."""
-        w, h = self.model_size(width, height, max_pixels)
-        return image_tokens(h, w, self.factor)
-
-    def prepare(
-        self,
-        image: Image.Image,
-        width: int,
-        height: int,
-        max_pixels: int | None = None,
-        dpi: float | None = None,
-    ) -> PreparedPage:
-        # Resizing here, to a size smart_resize maps onto itself, means the server does no
-        # resizing of its own and the token count is known before sending.
-        w, h = self.model_size(image.width, image.height, max_pixels)
-        resized = image if image.size == (w, h) else image.resize((w, h), Image.Resampling.BICUBIC)
-        geometry = Geometry(width, height, w, h)
-        return PreparedPage(resized, geometry, image_tokens(h, w, self.factor), dpi)
-
-    def plan(
-        self, width: int, height: int, *, text_tokens: int, max_model_len: int | None
-    ) -> RequestPlan:
-        """Choose the pixel budget and max_tokens so that the request fits the context.
-
-        Args:
-            width, height: the page image's pixels.
-            text_tokens: tokens of the prompt's chat without the image, placeholder included
-                (the engine's count, or ``estimate_text_tokens``).
-            max_model_len: the server's context length; None means unknown (no limit).
-
-        The answer keeps its full budget when it fits; otherwise it gets what the image
-        leaves, down to ``min_answer_tokens``, and below that the image is shrunk.
-
-        Raises:
-            ContextTooLong: not even the least useful image fits beside the minimum answer.
-        """
-        tokens = self.image_tokens(width, height)
-        if max_model_len is None:
-            return RequestPlan(self.max_pixels, tokens, text_tokens - 1 + tokens, self.max_tokens)
-        room = max_model_len - (text_tokens - 1)  # the placeholder becomes the image's tokens
-        max_pixels = self.max_pixels
-        if room - tokens < self.min_answer_tokens:
-            fit = room - self.min_answer_tokens
-            if fit < self.min_image_tokens:
-                raise ContextTooLong(
-                    f"a page cannot fit the server's context of {max_model_len} tokens: the "
-                    f"prompt takes {text_tokens} and the answer needs {self.min_answer_tokens}, "
-                    f"leaving {max(fit, 0)} for the image (at least {self.min_image_tokens} "
-                    "needed); start the server with a larger --max-model-len"
-                )
-            max_pixels = fit * self.factor * self.factor
-            tokens = self.image_tokens(width, height, max_pixels)
-            if tokens > fit:  # a page so thin that its smallest size still costs more
-                raise ContextTooLong(
-                    f"a page of {width}x{height} cannot fit the server's context of "
-                    f"{max_model_len} tokens even at its smallest: start the server with a "
-                    "larger --max-model-len"
-                )
-        answer = min(self.max_tokens, room - tokens)
-        return RequestPlan(max_pixels, tokens, text_tokens - 1 + tokens, answer)
+    serving: Serving | None = DOTS_OCR
+    capabilities: Capabilities | None = CAPABILITIES
+    prompts: dict[str, str] = field(default_factory=lambda: dict(PROMPTS))
 
     def prompt(self, task: str, geometry: Geometry | None = None, box: BBox | None = None) -> str:
-        if task not in PROMPTS:
-            raise ConfigError(f"unknown task {task!r} for {self.name}: choose one of {self.tasks}")
+        self.check_task(task)
         if task != "grounding":
-            return PROMPTS[task]
+            return self.prompts[task]
         if box is None or geometry is None:
             raise ConfigError("the grounding task needs a box: x1,y1,x2,y2 in page pixels")
         x1, y1, x2, y2 = geometry.to_model(box)
-        return f"{PROMPTS[task]}[{x1}, {y1}, {x2}, {y2}]"
+        return f"{self.prompts[task]}[{x1}, {y1}, {x2}, {y2}]"
 
     def request_text(
         self, task: str, geometry: Geometry | None = None, box: BBox | None = None
     ) -> str:
         """The text part of the user message, image placeholder included."""
         return IMAGE_PREFIX + self.prompt(task, geometry, box)
-
-    def build_request(
-        self,
-        page: PreparedPage,
-        task: str,
-        *,
-        box: BBox | None = None,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-    ) -> ChatRequest:
-        text = self.request_text(task, page.geometry, box)
-        content = [
-            {"type": "image_url", "image_url": {"url": page.data_url()}},
-            {"type": "text", "text": text},
-        ]
-        return ChatRequest(
-            messages=[{"role": "user", "content": content}],
-            max_tokens=self.max_tokens if max_tokens is None else max_tokens,
-            temperature=self.temperature if temperature is None else temperature,
-            top_p=self.top_p,
-            task=task,
-            box=page.geometry.to_model(box) if box is not None else None,
-        )
 
     def parse(
         self,
@@ -214,23 +113,21 @@ class DotsOCR:
         finish_reason: str | None = None,
         box: BBox | None = None,
     ) -> ParsedAnswer:
-        notes: list[str] = []
-        if finish_reason == "length":
-            notes.append("answer cut at the token budget")
-        if task in LAYOUT_TASKS:
-            return _parse_layout(answer, geometry, task, finish_reason, notes)
-        text, runs = _plain_text(answer, notes)
-        status = PageStatus.REPAIRED if runs or finish_reason == "length" else PageStatus.OK
-        if not text:
-            notes.append("empty answer")
-            return ParsedAnswer([], status, notes)
+        notes = cut_note(finish_reason)
+        if task in self.layout_tasks:
+            return parse_layout(answer, geometry, task != "layout_only", finish_reason, notes)
         bbox = geometry.full_page if box is None or task != "grounding" else box
-        return ParsedAnswer([Cell(bbox=bbox, category="Text", text=text)], status, notes)
+        return text_answer(answer, bbox, notes)
+
+    @property
+    def layout_tasks(self) -> frozenset[str]:
+        return LAYOUT_TASKS
 
 
-def _parse_layout(
-    answer: str, geometry: Geometry, task: str, finish_reason: str | None, notes: list[str]
+def parse_layout(
+    answer: str, geometry: Geometry, with_text: bool, finish_reason: str | None, notes: list[str]
 ) -> ParsedAnswer:
+    """A JSON array of dots.ocr cells (bbox, category, text), however broken, as cells."""
     salvage = salvage_objects(answer, truncated_hint=finish_reason == "length")
     if not salvage.found_json:
         return _as_text(answer, geometry, notes)
@@ -241,7 +138,7 @@ def _parse_layout(
     cells = objects_to_cells(
         salvage.objects,
         geometry,
-        with_text=task == "layout_all",
+        with_text=with_text,
         notes=notes,
         truncated=salvage.truncated,
     )
@@ -261,7 +158,7 @@ def _parse_layout(
 
 def _as_text(answer: str, geometry: Geometry, notes: list[str]) -> ParsedAnswer:
     """A layout prompt answered with no usable JSON: keep the words as one text cell."""
-    text, _ = _plain_text(answer, notes)
+    text, _ = plain_text(answer, notes)
     if not text:
         notes.append("empty answer to a layout prompt")
         return ParsedAnswer([], PageStatus.FALLBACK, notes)
@@ -269,10 +166,3 @@ def _as_text(answer: str, geometry: Geometry, notes: list[str]) -> ParsedAnswer:
     return ParsedAnswer(
         [Cell(bbox=geometry.full_page, category="Text", text=text)], PageStatus.FALLBACK, notes
     )
-
-
-def _plain_text(answer: str, notes: list[str]) -> tuple[str, int]:
-    text, runs = collapse_runaway(answer.strip())
-    if runs:
-        notes.append(f"{runs} runaway repeat(s) collapsed")
-    return text, runs

@@ -69,11 +69,26 @@ class Serving:
     served_model_name: str = "model"
     flags: dict[str, str | None] = field(default_factory=dict)  # flag -> value (None: a switch)
     flag_reasons: dict[str, str] = field(default_factory=dict)
+    pixels_per_token: int = 784  # 28 x 28 for patch 14 and merge 2
+    # The processor keyword that caps an image's pixels (--mm-processor-kwargs); None for
+    # models that take a fixed size, whose image tokens do not depend on the page.
+    pixel_cap_kwarg: str | None = "max_pixels"
+    max_context: int | None = None  # the model's own longest sequence, when it is short
 
     def fp8_weight_bytes(self) -> int:
         """fp8 halves the decoder's linear layers; the rest (embeddings, norms, and the vision
         encoder, which we do not count on being quantized) stays 16-bit."""
-        return self.weight_bytes - self.decoder.linear_params
+        return self.quantized_weight_bytes(8)
+
+    def quantized_weight_bytes(self, bits: int) -> int:
+        """The weights with the decoder's linear layers at ``bits`` per weight (AWQ and GPTQ
+        checkpoints: 4, plus a 16-bit scale and zero point per group of 128)."""
+        per_weight = bits / 8 + (4 / 128 if bits < 8 else 0)
+        return (
+            self.weight_bytes
+            - 2 * self.decoder.linear_params
+            + int(self.decoder.linear_params * per_weight)
+        )
 
 
 DOTS_OCR = Serving(

@@ -18,7 +18,7 @@ SCHEMA_NAME = "dotsocr.result"
 SCHEMA_VERSION = 1
 """Bumped on renames and removals; additive changes keep it (docs/json-schema.md)."""
 
-_CELL_FIELDS = ("bbox", "category", "text", "confidence")
+_CELL_FIELDS = ("bbox", "category", "text", "confidence", "quad")
 _PAGE_FIELDS = (
     "index",
     "width",

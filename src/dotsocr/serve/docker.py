@@ -164,6 +164,7 @@ def add_gateway(
     environment: dict[str, Any] = {
         "DOTSOCR_ENGINE": "server",
         "DOTSOCR_SERVER_URL": f"http://vllm:{CONTAINER_PORT}",
+        "DOTSOCR_MODEL": plan.model,  # the profile the gateway reads pages with
         "DOTSOCR_DATA_DIR": "/data",
     }
     if plan.max_pixels:

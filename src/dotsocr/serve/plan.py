@@ -8,6 +8,7 @@ fp8 weights; only when none of these fits does it lower the pixel cap.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
@@ -29,8 +30,10 @@ SMALL_CARD = 16 * GIB  # below this CUDA graphs cost more than they give
 BIG_CARD = 40 * GIB  # from here a prefill step can take two pages
 MAX_SEQS = 256
 
-Quantization = Literal["auto", "none", "fp8"]
+Quantization = Literal["auto", "none", "fp8", "awq", "gptq"]
+PRE_QUANTIZED = ("awq", "gptq")  # 4-bit checkpoints published for the model
 MultiGPU = Literal["data-parallel", "replicas"]
+WEIGHT_KINDS = {"fp8": "fp8 decoder", "awq": "AWQ 4-bit decoder", "gptq": "GPTQ 4-bit decoder"}
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,8 @@ class PlanOptions:
     """What the user chose; None means the planner decides."""
 
     model: str | None = None  # hub id or local folder; default: the profile's hub id
+    # Pre-quantized checkpoints of the model by method (the profile's), for awq and gptq.
+    checkpoints: tuple[tuple[str, str], ...] = ()
     served_model_name: str | None = None
     host: str = "0.0.0.0"
     port: int = 8000
@@ -108,7 +113,8 @@ class LaunchPlan:
     memory: Memory | None  # None on the CPU
     servers: tuple[Server, ...]
     env: dict[str, str] = field(default_factory=dict)
-    max_pixels: int = 0  # what clients should pass as --max-pixels
+    max_pixels: int = 0  # what clients should pass as --max-pixels; 0: nothing to pass
+    profile: str = "dots.ocr"  # what clients should pass as --model
 
     def args(self) -> list[str]:
         """The flags after ``vllm serve MODEL``."""
@@ -137,10 +143,7 @@ class LaunchPlan:
         }
         kept = tuple(c for c in self.choices if c.flag not in given | negated)
         added = tuple(_user_choices(extra))
-        return LaunchPlan(
-            self.card, self.model, kept + added, self.memory, self.servers, self.env,
-            self.max_pixels,
-        )  # fmt: skip
+        return dataclasses.replace(self, choices=kept + added)
 
 
 def _user_choices(extra: list[str]) -> list[Choice]:
@@ -188,12 +191,13 @@ def parse_capability(text: str) -> tuple[int, int]:
 
 @dataclass(frozen=True)
 class _Fit:
-    precision: str  # "bf16", "fp8-kv", "fp8"
+    precision: str  # "bf16", "fp8-kv", "fp8", "awq", "gptq"
     image_tokens: int
     answer_tokens: int
     memory: Memory
     batched_tokens: int
     max_model_len: int
+    weights: int  # bytes
 
 
 def plan(card: Card, options: PlanOptions | None = None, serving: Serving = DOTS_OCR) -> LaunchPlan:
@@ -231,8 +235,13 @@ def plan(card: Card, options: PlanOptions | None = None, serving: Serving = DOTS
             "--max-model-len",
             str(fit.max_model_len),
             f"{fit.image_tokens:,} image tokens + {PROMPT_TOKENS} for the prompt + "
-            f"{fit.answer_tokens:,} for the answer (vLLM's default, the model's 131,072, would "
-            "size the cache for one endless sequence)",
+            f"{fit.answer_tokens:,} for the answer"
+            + (
+                " (the model's own limit)"
+                if fit.max_model_len == serving.max_context
+                else " (vLLM's default, the model's own maximum, would size the cache for one "
+                "endless sequence)"
+            ),
         )
     )
     seqs = max(1, min(MAX_SEQS, fit.memory.pages_at_once))
@@ -249,7 +258,8 @@ def plan(card: Card, options: PlanOptions | None = None, serving: Serving = DOTS
         Choice(
             "--max-num-batched-tokens",
             str(fit.batched_tokens),
-            "a page is prefill-heavy (~5,000 prompt tokens): "
+            f"a page is prefill-heavy (~{min(fit.image_tokens, FULL_PAGE_TOKENS):,} image "
+            "tokens): "
             + (
                 "two pages per step on a big card"
                 if card.total_bytes >= BIG_CARD
@@ -266,12 +276,15 @@ def plan(card: Card, options: PlanOptions | None = None, serving: Serving = DOTS
                 f"{SMALL_CARD // GIB} GiB (decoding is a little slower)",
             )
         )
-    max_pixels = fit.image_tokens * 784
+    max_pixels = fit.image_tokens * serving.pixels_per_token
     cap_reason = (
         "the model's own maximum"
         if fit.image_tokens >= serving.max_image_tokens
         else f"{fit.image_tokens:,} tokens: the vision encoder's activations must fit beside "
         "the weights"
+    )
+    saved = f"weights {gib(serving.weight_bytes)} -> {gib(fit.weights)} GiB, " + (
+        f"{gib(serving.weight_bytes - fit.weights)} GiB saved"
     )
     if fit.precision == "fp8":
         weight_only = cc < (8, 9)
@@ -280,7 +293,18 @@ def plan(card: Card, options: PlanOptions | None = None, serving: Serving = DOTS
                 "--quantization",
                 "fp8",
                 ("weight-only fp8 (compute capability < 8.9)" if weight_only else "W8A8 fp8")
+                + f" ({saved})"
                 + _why_fp8(options),
+            )
+        )
+    if fit.precision in PRE_QUANTIZED:
+        kernel = f"{fit.precision}_marlin" if ampere else fit.precision
+        add(
+            Choice(
+                "--quantization",
+                kernel,
+                f"the {fit.precision.upper()} checkpoint's 4-bit decoder ({saved})"
+                + (", with the Marlin kernels (compute capability >= 8.0)" if ampere else ""),
             )
         )
     if fit.precision in ("fp8", "fp8-kv") and cc >= (8, 9):
@@ -289,14 +313,15 @@ def plan(card: Card, options: PlanOptions | None = None, serving: Serving = DOTS
     servers, extra = _servers(card, options)
     choices += extra
     env = {"VLLM_API_KEY": options.api_key} if options.api_key else {}
+    model = options.model or dict(options.checkpoints).get(fit.precision) or serving.hub_id
     return LaunchPlan(
         card=card,
-        model=options.model or serving.hub_id,
+        model=model,
         choices=tuple(choices),
         memory=fit.memory,
         servers=servers,
         env=env,
-        max_pixels=max_pixels,
+        max_pixels=max_pixels if serving.pixel_cap_kwarg else 0,
     )
 
 
@@ -305,8 +330,12 @@ def _common_choices(
 ) -> list[Choice]:
     """The flags every plan has, GPU or CPU: the pixel cap, caches off, the model's own
     flags, its name and the address."""
+    cap = []
+    if serving.pixel_cap_kwarg:  # models of a fixed input size have no cap to set
+        kwargs = json.dumps({serving.pixel_cap_kwarg: max_pixels})
+        cap = [Choice("--mm-processor-kwargs", kwargs, cap_reason)]
     return [
-        Choice("--mm-processor-kwargs", json.dumps({"max_pixels": max_pixels}), cap_reason),
+        *cap,
         Choice("--limit-mm-per-prompt", json.dumps({"image": 1}), "one page per request"),
         Choice("--no-enable-prefix-caching", None, "pages share no prefix worth caching"),
         Choice("--mm-processor-cache-gb", "0", "a page image is never sent twice"),
@@ -342,12 +371,22 @@ def _utilization(card: Card, options: PlanOptions) -> float:
     return math.floor(min(MAX_UTILIZATION, share) * 100) / 100
 
 
-def _precisions(card: Card, options: PlanOptions) -> list[str]:
+def _precisions(card: Card, options: PlanOptions, serving: Serving) -> list[str]:
     cc = card.compute_capability or (0, 0)
     fp8_weights = cc >= (8, 0)  # weight-only below 8.9 (Marlin); none before Ampere
     fp8_kv = cc >= (8, 9)
     if options.quantization == "none":
         return ["bf16"]
+    if options.quantization in PRE_QUANTIZED:
+        if options.quantization not in dict(options.checkpoints) and not options.model:
+            known = ", ".join(m for m, _ in options.checkpoints) or "none"
+            raise ConfigError(
+                f"no {options.quantization.upper()} checkpoint of {serving.hub_id} is known "
+                f"(known: {known}): pass --model with one, or use --quantization fp8"
+            )
+        if card.compute_capability is not None and cc < (7, 5):
+            raise ConfigError(f"{card.name} cannot run 4-bit kernels (compute capability < 7.5)")
+        return [options.quantization]
     if options.quantization == "fp8":
         if card.compute_capability is None:
             raise ConfigError(
@@ -364,11 +403,13 @@ def _precisions(card: Card, options: PlanOptions) -> list[str]:
 
 def _search(card: Card, options: PlanOptions, serving: Serving, budget: int, eager: bool) -> _Fit:
     """The first configuration that fits, in order of preference."""
-    caps = [c for c in PIXEL_CAPS if c <= serving.max_image_tokens]
-    if options.max_image_tokens:
+    caps = [c for c in PIXEL_CAPS if c <= serving.max_image_tokens] or [serving.max_image_tokens]
+    if serving.pixel_cap_kwarg is None:  # a fixed input size: every page costs the same
+        caps = [serving.max_image_tokens]
+    elif options.max_image_tokens:
         caps = [min(options.max_image_tokens, serving.max_image_tokens)]
     answers = [options.answer_tokens] if options.answer_tokens else [16_384, 8_192, 4_096]
-    precisions = _precisions(card, options)
+    precisions = _precisions(card, options, serving)
     full_page = [c for c in caps if c >= FULL_PAGE_TOKENS] or caps
     passes = [(full_page, answers[:2], 2), (caps, answers, 1)]
     smallest = None
@@ -407,15 +448,18 @@ def _fit(
     big = card.total_bytes >= BIG_CARD
     batched = _round_up(cap + PROMPT_TOKENS, 1024) * (2 if big else 1)
     batched = max(batched, 8_192 if big else 2_048)
-    weights = serving.fp8_weight_bytes() if precision == "fp8" else serving.weight_bytes
-    kv_per_token = serving.decoder.kv_bytes_per_token(1 if precision != "bf16" else 2)
+    weights = {
+        "fp8": serving.fp8_weight_bytes(),
+        **{method: serving.quantized_weight_bytes(4) for method in PRE_QUANTIZED},
+    }.get(precision, serving.weight_bytes)
+    kv_per_token = serving.decoder.kv_bytes_per_token(1 if precision.startswith("fp8") else 2)
     if cc < (8, 9):  # no fp8 KV cache below Ada/Hopper in this plan
         kv_per_token = serving.decoder.kv_bytes_per_token(2)
-    pixels = cap * 784
+    pixels = cap * serving.pixels_per_token
     pages = max(1, batched // cap)  # vLLM runs the encoder on as many pages as a step takes
     rows = [
         ("CUDA context and non-torch memory", CONTEXT_BYTES),
-        (f"weights ({'fp8 decoder' if precision == 'fp8' else '16-bit'})", weights),
+        (f"weights ({WEIGHT_KINDS.get(precision, '16-bit')})", weights),
         ("CUDA graphs", 0 if eager else CUDA_GRAPH_BYTES),
         (
             f"vision encoder, {pages} page(s) of {cap:,} tokens"
@@ -438,7 +482,10 @@ def _fit(
         typical_sequence=typical,
     )
     max_model_len = _round_up(cap + PROMPT_TOKENS + answer, 1024)
-    return _Fit(precision, cap, answer, memory, batched, max_model_len)
+    if serving.max_context and max_model_len > serving.max_context:  # the model's own limit
+        max_model_len = serving.max_context
+        answer = max_model_len - cap - PROMPT_TOKENS
+    return _Fit(precision, cap, answer, memory, batched, max_model_len, weights)
 
 
 def _servers(card: Card, options: PlanOptions) -> tuple[tuple[Server, ...], list[Choice]]:
@@ -480,7 +527,10 @@ def plan_cpu(options: PlanOptions | None = None, serving: Serving = DOTS_OCR) ->
     cap = min(options.max_image_tokens or FULL_PAGE_TOKENS, serving.max_image_tokens)
     answer = options.answer_tokens or 8_192
     max_model_len = _round_up(cap + PROMPT_TOKENS + answer, 1024)
-    max_pixels = cap * 784
+    if serving.max_context and max_model_len > serving.max_context:
+        max_model_len = serving.max_context
+        answer = max_model_len - cap - PROMPT_TOKENS
+    max_pixels = cap * serving.pixels_per_token
     choices = [
         Choice(
             "--max-model-len",
@@ -512,7 +562,7 @@ def plan_cpu(options: PlanOptions | None = None, serving: Serving = DOTS_OCR) ->
         memory=None,
         servers=(Server(options.port, None),),
         env=env,
-        max_pixels=max_pixels,
+        max_pixels=max_pixels if serving.pixel_cap_kwarg else 0,
     )
 
 
