@@ -179,7 +179,8 @@ async def run_batch(options: BatchOptions, profile: ModelProfile, reporter: Repo
         raise ConfigError(f"unknown format {', '.join(sorted(unknown))}: use md, json, txt, png")
     if options.task not in profile.tasks:
         raise ConfigError(
-            f"unknown task {options.task!r}: choose one of {', '.join(profile.tasks)}"
+            f"unknown task {options.task!r} for {profile.name}: choose one of "
+            f"{', '.join(profile.tasks)}"
         )
     summary = Summary()
     started = time.perf_counter()

@@ -161,18 +161,9 @@ def render(
         sys.stdout.write(text)
 
 
-class Task(StrEnum):
-    layout = "layout"
-    layout_only = "layout-only"
-    ocr = "ocr"
-    grounding = "grounding"
-
-
-TASKS = {
+TASKS = {  # what people type -> the profile's task name; a profile's own names work too
     "layout": "layout_all",
     "layout-only": "layout_only",
-    "ocr": "ocr",
-    "grounding": "grounding",
 }
 
 
@@ -188,7 +179,14 @@ def ocr(
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Folder for the results.")
     ] = None,
-    task: Annotated[Task, typer.Option("--task", help="What to ask the model.")] = Task.layout,
+    task: Annotated[
+        str | None,
+        typer.Option(
+            "--task",
+            help="What to ask: layout, layout-only, ocr, grounding, or a task of the model's "
+            "own (dotsocr models); default: the model's main task.",
+        ),
+    ] = None,
     bbox: Annotated[
         str | None, typer.Option("--bbox", help="x1,y1,x2,y2 in page pixels, for grounding.")
     ] = None,
@@ -249,11 +247,12 @@ def ocr(
     from dotsocr.progress import make_reporter
 
     tune_malloc()
+    profile = _profile(model, max_pixels)
     options = BatchOptions(
         inputs=inputs,
         output=output,
         formats=frozenset(f.strip().lower() for f in fmt.split(",") if f.strip()),
-        task=TASKS[task.value],
+        task=TASKS.get(task, task) if task else profile.default_task,
         box=_parse_box(bbox) if bbox else None,
         document=_document_options(pages, dpi, password),
         engine=engine.value,
@@ -268,7 +267,7 @@ def ocr(
     if options.task == "grounding" and options.box is None:
         raise typer.BadParameter("the grounding task needs --bbox x1,y1,x2,y2")
     with make_reporter() as reporter:
-        summary = asyncio.run(run_batch(options, _profile(model, max_pixels), reporter))
+        summary = asyncio.run(run_batch(options, profile, reporter))
     if output is None and summary.markdown:
         sys.stdout.write(summary.markdown)
     for line in summary.lines():
