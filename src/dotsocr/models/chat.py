@@ -52,6 +52,8 @@ class ChatProfile:
     image_first: bool = True  # the image part before the text part in the user message
     system_prompt: str | None = None
     extra_body: dict[str, Any] = field(default_factory=dict)  # sampling extras vLLM takes
+    task_temperatures: dict[str, float] = field(default_factory=dict)  # a task's own default
+    prompts: dict[str, str] = field(default_factory=dict)  # task -> prompt
     serving: Serving | None = None
     capabilities: Capabilities | None = None
     # Pre-quantized checkpoints by method ("awq", "gptq", "fp8"): hub ids.
@@ -148,8 +150,9 @@ class ChatProfile:
 
     # Requests.
     def prompt(self, task: str, geometry: Geometry | None = None, box: BBox | None = None) -> str:
-        """The prompt for ``task``; families override it."""
-        raise NotImplementedError
+        """The prompt for ``task``; families whose prompts depend on the page override it."""
+        self.check_task(task)
+        return self.prompts[task]
 
     def check_task(self, task: str) -> None:
         if task not in self.tasks:
@@ -158,8 +161,19 @@ class ChatProfile:
     def request_text(
         self, task: str, geometry: Geometry | None = None, box: BBox | None = None
     ) -> str:
-        """The text part of the user message (what the server counts as text tokens)."""
+        """The user message's text as the server counts its tokens (with the image's
+        placeholder where the chat template puts one)."""
         return self.prompt(task, geometry, box)
+
+    def message_text(
+        self, task: str, geometry: Geometry | None = None, box: BBox | None = None
+    ) -> str:
+        """The text part as sent: the request text, unless the template adds to it."""
+        return self.request_text(task, geometry, box)
+
+    def request_extra(self, page: PreparedPage, task: str) -> dict[str, Any]:
+        """What the request carries beside the messages and sampling (vLLM's extras)."""
+        return dict(self.extra_body)
 
     def build_request(
         self,
@@ -171,7 +185,9 @@ class ChatProfile:
         temperature: float | None = None,
     ) -> ChatRequest:
         image = {"type": "image_url", "image_url": {"url": page.data_url()}}
-        text = {"type": "text", "text": self.request_text(task, page.geometry, box)}
+        text = {"type": "text", "text": self.message_text(task, page.geometry, box)}
+        if temperature is None:
+            temperature = self.task_temperatures.get(task)
         messages: list[dict[str, Any]] = []
         if self.system_prompt:
             messages.append({"role": "system", "content": self.system_prompt})
@@ -182,7 +198,7 @@ class ChatProfile:
             max_tokens=self.max_tokens if max_tokens is None else max_tokens,
             temperature=self.temperature if temperature is None else temperature,
             top_p=self.top_p,
-            extra=dict(self.extra_body),
+            extra=self.request_extra(page, task),
             task=task,
             box=page.geometry.to_model(box) if box is not None else None,
         )

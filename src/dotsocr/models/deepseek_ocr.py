@@ -244,11 +244,6 @@ class DeepSeekOCR(ChatProfile):
         return self.max_pixels if tokens >= MAX_IMAGE_TOKENS else GLOBAL_VIEW_PIXELS
 
     # Requests.
-    def prompt(self, task: str, geometry: Geometry | None = None, box: BBox | None = None) -> str:
-        """The whole text part, ``<image>`` placeholder included."""
-        self.check_task(task)
-        return self.prompts[task]
-
     # Answers.
     def parse(
         self,

@@ -52,7 +52,7 @@ from dataclasses import dataclass, field, replace
 
 from dotsocr.errors import ConfigError
 from dotsocr.layout import BBox, Cell, PageStatus, Point, Quad, box_area
-from dotsocr.models.base import ChatRequest, Geometry, ParsedAnswer, PreparedPage
+from dotsocr.models.base import Geometry, ParsedAnswer
 from dotsocr.models.cells import _drop_duplicates, _drop_loops, collapse_runaway
 from dotsocr.models.chat import Capabilities, cut_note, plain_text
 from dotsocr.models.dots_ocr import LAYOUT_TASKS, PROMPTS, DotsOCR
@@ -112,21 +112,6 @@ class DotsMOCR(DotsOCR):
             self.prompts[task]
             .replace("{width}", str(geometry.width))
             .replace("{height}", str(geometry.height))
-        )
-
-    def build_request(
-        self,
-        page: PreparedPage,
-        task: str,
-        *,
-        box: BBox | None = None,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-    ) -> ChatRequest:
-        if temperature is None:
-            temperature = self.task_temperatures.get(task)
-        return super().build_request(
-            page, task, box=box, max_tokens=max_tokens, temperature=temperature
         )
 
     def parse(

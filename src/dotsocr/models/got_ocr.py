@@ -78,10 +78,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Any
 
 from dotsocr.errors import ConfigError, PageTooExtreme
 from dotsocr.layout import BBox, PageStatus
-from dotsocr.models.base import ChatRequest, Geometry, ParsedAnswer, PreparedPage
+from dotsocr.models.base import Geometry, ParsedAnswer, PreparedPage
 from dotsocr.models.cells import (
     LOOP_KEEP_REPEATS,
     LOOP_MAX_PERIOD,
@@ -210,23 +211,12 @@ class GotOCR(ChatProfile):
             raise ConfigError("the grounding task needs a box: x1,y1,x2,y2 in page pixels")
         return f"{region(box, geometry)} {prompts['ocr']}"
 
-    def build_request(
-        self,
-        page: PreparedPage,
-        task: str,
-        *,
-        box: BBox | None = None,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-    ) -> ChatRequest:
-        request = super().build_request(
-            page, task, box=box, max_tokens=max_tokens, temperature=temperature
-        )
+    def request_extra(self, page: PreparedPage, task: str) -> dict[str, Any]:
+        extra = super().request_extra(page, task)
         if self.crop_to_patches:
-            request.extra.setdefault(
-                "mm_processor_kwargs", {"crop_to_patches": True, "max_patches": self.max_patches}
-            )
-        return request
+            crops = {"crop_to_patches": True, "max_patches": self.max_patches}
+            extra.setdefault("mm_processor_kwargs", crops)
+        return extra
 
     # Answers.
     def parse(

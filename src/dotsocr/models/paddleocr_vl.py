@@ -126,10 +126,6 @@ class PaddleOCRVL(ChatProfile):
     capabilities: Capabilities | None = CAPABILITIES
     prompts: dict[str, str] = field(default_factory=lambda: dict(PROMPTS))
 
-    def prompt(self, task: str, geometry: Geometry | None = None, box: BBox | None = None) -> str:
-        self.check_task(task)
-        return self.prompts[task]
-
     def parse(
         self,
         answer: str,

@@ -74,12 +74,13 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from typing import Any
 
 from PIL import Image
 
 from dotsocr.errors import ConfigError, PageTooExtreme
 from dotsocr.layout import BBox
-from dotsocr.models.base import ChatRequest, Geometry, ParsedAnswer, PreparedPage
+from dotsocr.models.base import Geometry, ParsedAnswer, PreparedPage
 from dotsocr.models.chat import Capabilities, ChatProfile
 from dotsocr.models.got_ocr import read_text
 from dotsocr.models.serving import Decoder, Serving, VisionTower
@@ -209,20 +210,11 @@ class Phi35Vision(ChatProfile):
         self.check_task(task)
         return PROMPT
 
-    def build_request(
-        self,
-        page: PreparedPage,
-        task: str,
-        *,
-        box: BBox | None = None,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-    ) -> ChatRequest:
-        request = super().build_request(
-            page, task, box=box, max_tokens=max_tokens, temperature=temperature
-        )
-        request.extra.setdefault("mm_processor_kwargs", {"num_crops": self.crops_sent(page)})
-        return request
+    def request_extra(self, page: PreparedPage, task: str) -> dict[str, Any]:
+        return {
+            **super().request_extra(page, task),
+            "mm_processor_kwargs": {"num_crops": self.crops_sent(page)},
+        }
 
     def crops_sent(self, page: PreparedPage) -> int:
         """The crop count that makes the server cut the prepared image into the tokens

@@ -53,7 +53,7 @@ from typing import Any
 
 from dotsocr.errors import ConfigError
 from dotsocr.layout import BBox, Cell, PageStatus, rescale_box
-from dotsocr.models.base import ChatRequest, Geometry, ParsedAnswer, PreparedPage
+from dotsocr.models.base import Geometry, ParsedAnswer
 from dotsocr.models.cells import canonical_category, objects_to_cells
 from dotsocr.models.chat import Capabilities, ChatProfile, cut_note, plain_text, text_answer
 from dotsocr.models.json_cells import (
@@ -204,24 +204,11 @@ class QwenVL(ChatProfile):
         holding it the same way (the placeholder as the one token the image replaces)."""
         return IMAGE_PLACEHOLDER + self.prompt(task, geometry, box)
 
-    def build_request(
-        self,
-        page: PreparedPage,
-        task: str,
-        *,
-        box: BBox | None = None,
-        max_tokens: int | None = None,
-        temperature: float | None = None,
-    ) -> ChatRequest:
-        """The image part, then the prompt alone: the template adds the placeholder."""
-        request = super().build_request(
-            page, task, box=box, max_tokens=max_tokens, temperature=temperature
-        )
-        prompt = self.prompt(task, page.geometry, box)
-        for part in request.messages[-1]["content"]:
-            if part["type"] == "text":
-                part["text"] = prompt
-        return request
+    def message_text(
+        self, task: str, geometry: Geometry | None = None, box: BBox | None = None
+    ) -> str:
+        """The prompt alone: the chat template adds the placeholder before it."""
+        return self.prompt(task, geometry, box)
 
     # Answers.
     def parse(
