@@ -373,3 +373,178 @@ def test_parser_never_raises_and_boxes_stay_on_the_page(pieces, task, finish):
     for cell in result.cells:
         x1, y1, x2, y2 = cell.bbox
         assert 0 <= x1 <= x2 <= 2000 and 0 <= y1 <= y2 <= 3000
+
+
+# --- a real vLLM ------------------------------------------------------------------------
+
+STARTUP_SECONDS = 300
+SIZES = [(400, 300), (1654, 2339)]  # the global view alone (273); an A4 page at 200 DPI
+
+
+@pytest.fixture(scope="module")
+def deepseek_server(tmp_path_factory):
+    """vLLM's CPU build serving a tiny DeepSeek-OCR folder (tests/vllm_support/
+    tiny_deepseek_ocr_model.py) with random weights, started with the CPU launch plan's
+    own flags (the n-gram logits processor among them). Yields (url, plan)."""
+    import os
+    import subprocess
+    import time
+    import urllib.request
+    from pathlib import Path
+
+    from dotsocr.serve.plan import PlanOptions, plan_cpu
+    from vllm_support import server
+
+    if not server.installed():
+        message = f"no finished vLLM install at {server.VENV}: run scripts/setup-vllm"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    workdir = tmp_path_factory.mktemp("deepseek-vllm")
+    model = workdir / "tiny-deepseek-ocr"
+    builder = Path(__file__).parent / "vllm_support" / "tiny_deepseek_ocr_model.py"
+    built = subprocess.run([server.python(), builder, model], capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr[-3000:]
+    port = server.free_port()
+    options = PlanOptions(model=str(model), host="127.0.0.1", port=port)
+    # The plan as planned; random weights, and no start-up profiling of the vision towers.
+    plan = plan_cpu(options, DEEPSEEK_OCR).with_flags(
+        ["--load-format", "dummy", "--skip-mm-profiling"]
+    )
+    env = {
+        **os.environ,
+        **plan.env,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "VLLM_NO_USAGE_STATS": "1",
+        "HF_HOME": str(workdir / "hf"),
+        "VLLM_CACHE_ROOT": str(workdir / "vllm-cache"),
+    }
+    command = [
+        server.python(), "-m", "vllm.entrypoints.launchers.api_server.entry",
+        "--model", plan.model, *plan.args(),
+    ]  # fmt: skip
+    log = workdir / "vllm.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+    try:
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"vLLM exited {process.returncode}:\n{log.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{plan.url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"vLLM not ready in {STARTUP_SECONDS} s:\n{log.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield plan.url, plan
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.mark.vllm
+def test_vllm_takes_every_task_at_the_prompt_tokens_the_plan_predicts(deepseek_server):
+    """usage.prompt_tokens == the plan's prediction (text counted by /tokenize) for every
+    task on a page of the global view alone and an A4 page of 2 x 3 tiles, with the
+    recipe's extras (vllm_xargs, skip_special_tokens) accepted."""
+    import asyncio
+
+    from dotsocr.engines.openai import OpenAIEngine, RetryPolicy
+
+    url, plan_flags = deepseek_server
+    assert plan_flags.value("--logits-processors") == DEEPSEEK_OCR.flags["--logits-processors"]
+
+    async def go():
+        results = []
+        async with OpenAIEngine(url, retry=RetryPolicy(attempts=1)) as engine:
+            for width, height in SIZES:
+                for task in PROFILE.tasks:
+                    text = await engine.text_tokens(PROFILE.request_text(task))
+                    plan = PROFILE.plan(
+                        width, height, text_tokens=text, max_model_len=engine.info.max_model_len
+                    )
+                    image = Image.new("RGB", (width, height), "white")
+                    page = PROFILE.prepare(image, width, height, plan.max_pixels)
+                    request = PROFILE.build_request(page, task, max_tokens=8)
+                    assert request.extra == PROFILE.extra_body
+                    answer = await engine.infer(page, request)
+                    parsed = PROFILE.parse(
+                        answer.text, page.geometry, task, finish_reason=answer.finish_reason
+                    )
+                    results.append((width, height, task, plan, page, answer, parsed))
+        return results
+
+    results = asyncio.run(go())
+    assert len(results) == len(SIZES) * len(PROFILE.tasks)
+    for width, height, task, plan, page, answer, parsed in results:
+        where = f"{width}x{height} {task}"
+        assert plan.image_tokens == page.image_tokens, where
+        assert answer.prompt_tokens == plan.prompt_tokens, where
+        assert answer.finish_reason in ("stop", "length"), where
+        assert answer.completion_tokens and answer.completion_tokens <= 8, where
+        assert parsed.status in set(PageStatus), where  # random weights: any answer parses
+    assert {r[3].image_tokens for r in results} == {GLOBAL_VIEW_TOKENS, 903}
+
+
+@pytest.mark.vllm
+def test_vllm_runs_the_ngram_guard_the_plan_loads(deepseek_server):
+    """The --logits-processors class is loaded and each request switches it on: it checks
+    vllm_xargs (a bad ngram_size is refused), and a guarded answer repeats no n-gram."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    url, _ = deepseek_server
+
+    def chat(xargs: dict | None, max_tokens: int) -> tuple[int, dict]:
+        body = {
+            "model": "model",
+            "messages": [{"role": "user", "content": "Free OCR."}],
+            "max_tokens": max_tokens,
+            "temperature": 0.0,
+            "skip_special_tokens": False,
+            "logprobs": True,
+            "return_tokens_as_token_ids": True,
+            **({"vllm_xargs": xargs} if xargs else {}),
+        }
+        request = urllib.request.Request(
+            f"{url}/v1/chat/completions",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=120) as response:
+                return response.status, json.load(response)
+        except urllib.error.HTTPError as error:
+            return error.code, json.loads(error.read() or b"{}")
+
+    def token_ids(data: dict) -> list[int]:
+        items = data["choices"][0]["logprobs"]["content"]
+        return [int(item["token"].removeprefix("token_id:")) for item in items]
+
+    status, data = chat({**PROFILE.extra_body["vllm_xargs"], "ngram_size": 0}, 4)
+    assert status == 400 and "ngram_size" in json.dumps(data), data
+    n = 3
+    guarded = {**PROFILE.extra_body["vllm_xargs"], "ngram_size": n, "window_size": 64}
+    status, data = chat(guarded, 48)
+    assert status == 200, data
+    ids = token_ids(data)
+    assert ids and len(ids) == data["usage"]["completion_tokens"]
+    whitelist = set(PROFILE.extra_body["vllm_xargs"]["whitelist_token_ids"])
+    grams = [tuple(ids[i : i + n]) for i in range(len(ids) - n + 1)]
+    repeated = [g for i, g in enumerate(grams) if g in grams[:i] and g[-1] not in whitelist]
+    assert not repeated, ids
+    status, plain = chat(None, 48)  # the same request unguarded: random weights loop
+    assert status == 200, plain
+    print("unguarded:", token_ids(plain), "guarded:", ids)

@@ -244,3 +244,133 @@ def test_looping_and_empty_answers():
 def test_parser_never_raises(pieces, task):
     result = parse("".join(pieces), task)
     assert all(c.bbox == PAGE for c in result.cells)
+
+
+# --- a real vLLM ------------------------------------------------------------------------
+
+STARTUP_SECONDS = 300
+SERVER_SIZES = [(600, 800), (1700, 2200)]
+
+
+@pytest.fixture(scope="module")
+def paddle_server(tmp_path_factory):
+    """vLLM's CPU build serving a tiny PaddleOCR-VL folder with random weights, started with
+    the CPU launch plan's flags for the profile, less --trust-remote-code: the folder has no
+    remote code, so the server takes transformers' own PaddleOCR-VL classes, and vLLM reads
+    their pixel bounds only when it does not trust remote code (see
+    tests/vllm_support/tiny_paddleocr_vl_model.py). Yields (url, plan)."""
+    import os
+    import subprocess
+    import time
+    import urllib.request
+    from pathlib import Path
+
+    from dotsocr.serve.plan import PlanOptions, plan_cpu
+    from vllm_support import server
+
+    if not server.installed():
+        message = f"no finished vLLM install at {server.VENV}: run scripts/setup-vllm"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    workdir = tmp_path_factory.mktemp("paddleocr-vllm")
+    model = workdir / "tiny-paddleocr-vl"
+    builder = Path(__file__).parent / "vllm_support" / "tiny_paddleocr_vl_model.py"
+    built = subprocess.run([server.python(), builder, model], capture_output=True, text=True)
+    assert built.returncode == 0, built.stderr[-3000:]
+    port = server.free_port()
+    plan = plan_cpu(PlanOptions(model=str(model), host="127.0.0.1", port=port), PROFILE.serving)
+    args = plan.args()
+    assert "--trust-remote-code" in args
+    args.remove("--trust-remote-code")
+    env = {
+        **os.environ,
+        **plan.env,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "VLLM_NO_USAGE_STATS": "1",
+        "HF_HOME": str(workdir / "hf"),
+        "VLLM_CACHE_ROOT": str(workdir / "vllm-cache"),
+    }
+    command = [
+        server.python(), "-m", "vllm.entrypoints.launchers.api_server.entry",
+        "--model", plan.model, *args, "--load-format", "dummy", "--skip-mm-profiling",
+    ]  # fmt: skip
+    log = workdir / "vllm.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
+    url = plan.url
+    try:
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"vLLM exited {process.returncode}:\n{log.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"vLLM not ready in {STARTUP_SECONDS} s:\n{log.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield url, plan
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@pytest.mark.vllm
+def test_vllm_counts_the_prompt_tokens_the_profile_predicts(paddle_server):
+    """Every task on two page sizes, sent the way the pipeline sends a page: /tokenize counts
+    the request text, the planner predicts usage.prompt_tokens from it and the image's
+    tokens, and vLLM's own PaddleOCRVLForConditionalGeneration answers (random weights: the
+    words are meaningless, but they parse)."""
+    import asyncio
+
+    from dotsocr.engines.openai import OpenAIEngine, RetryPolicy
+
+    url, launch = paddle_server
+
+    async def go():
+        results = []
+        async with OpenAIEngine(url, retry=RetryPolicy(attempts=1)) as engine:
+            assert engine.info.max_model_len == int(launch.value("--max-model-len"))
+            for width, height in SERVER_SIZES:
+                for task in PROFILE.tasks:
+                    probe = Geometry(width, height, *PROFILE.model_size(width, height))
+                    text = await engine.text_tokens(PROFILE.request_text(task, probe))
+                    plan = PROFILE.plan(
+                        width, height, text_tokens=text, max_model_len=engine.info.max_model_len
+                    )
+                    image = Image.new("RGB", (width, height), "white")
+                    page = PROFILE.prepare(image, width, height, plan.max_pixels)
+                    request = PROFILE.build_request(page, task, max_tokens=8)
+                    answer = await engine.infer(page, request)
+                    parsed = PROFILE.parse(
+                        answer.text, page.geometry, task, finish_reason=answer.finish_reason
+                    )
+                    results.append((width, height, task, text, plan, page, answer, parsed))
+        return results
+
+    results = asyncio.run(go())
+    assert len(results) == 2 * len(PROFILE.tasks) == 8
+    mismatches = [
+        f"{width}x{height} {task}: /tokenize {text}, image {plan.image_tokens}, "
+        f"predicted {plan.prompt_tokens}, vLLM counted {answer.prompt_tokens}"
+        for width, height, task, text, plan, _, answer, _ in results
+        if answer.prompt_tokens != plan.prompt_tokens
+    ]
+    assert not mismatches, "\n".join(mismatches)
+    for width, height, task, _, plan, page, answer, parsed in results:
+        where = f"{width}x{height} {task}"
+        assert page.image_tokens == plan.image_tokens == PROFILE.image_tokens(width, height)
+        assert answer.finish_reason in ("stop", "length"), where
+        assert parsed.status in set(PageStatus), where
+    assert [r[4].image_tokens for r in results[:: len(PROFILE.tasks)]] == [21 * 29, 52 * 68]

@@ -137,11 +137,11 @@ def _stamp(source: Source) -> str:
 async def open_engine(options: BatchOptions, stack: AsyncExitStack, reporter: Reporter) -> Engine:
     """The server when one is configured and answers (or asked for), else the CPU engine."""
     from dotsocr.engines.cpu import CPUEngine
-    from dotsocr.engines.openai import OpenAIEngine
+    from dotsocr.engines.pool import server_engine
 
     url = options.server or os.environ.get("DOTSOCR_SERVER_URL")
     if options.engine in ("auto", "server") and url:
-        engine = OpenAIEngine(
+        engine = server_engine(
             url,
             api_key=options.api_key or os.environ.get("DOTSOCR_API_KEY"),
             model=options.served_model,

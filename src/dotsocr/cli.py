@@ -198,7 +198,11 @@ def ocr(
     ] = "md,json",
     server: Annotated[
         str | None,
-        typer.Option("--server", help="OpenAI-compatible server URL.", envvar="DOTSOCR_SERVER_URL"),
+        typer.Option(
+            "--server",
+            help="OpenAI-compatible server URL, or several replicas separated by commas.",
+            envvar="DOTSOCR_SERVER_URL",
+        ),
     ] = None,
     model: Annotated[
         str,

@@ -34,7 +34,10 @@ class GatewaySettings(BaseSettings):
         Literal["auto", "server", "cpu"],
         Field(description="auto: the server when one is set, else the CPU engine"),
     ] = "auto"
-    server_url: Annotated[str | None, Field(description="OpenAI-compatible server")] = None
+    server_url: Annotated[
+        str | None,
+        Field(description="OpenAI-compatible server, or several replicas separated by commas"),
+    ] = None
     model: Annotated[
         str, Field(description="the model profile: a name from `dotsocr models`, or a hub id")
     ] = "dots.ocr"

@@ -48,6 +48,7 @@ class StandIn:
     retry_after: str = "0.2"
     faults: deque[str] = field(default_factory=deque)
     health: int = 200  # what /health answers; vLLM says 503 once its engine is dead
+    down: bool = False  # every connection dropped unanswered, as from a crashed server
     record: bool = True  # keep request bodies for tests to read (benchmarks turn it off)
     requests: list[dict[str, Any]] = field(default_factory=list)
     arrivals: list[float] = field(default_factory=list)
@@ -95,7 +96,16 @@ class _Handler(BaseHTTPRequestHandler):
             return False
         return True
 
+    def _hang_up(self) -> bool:
+        """Drop the connection, as a crashed server's does, when the stand-in is down."""
+        if self.state.down:
+            self.close_connection = True
+            self.connection.close()
+        return self.state.down
+
     def do_GET(self) -> None:
+        if self._hang_up():
+            return
         if self.path == "/health":
             self._send(self.state.health, "")
         elif self.path == "/version":
@@ -121,6 +131,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(404, {"detail": "Not Found"})
 
     def do_POST(self) -> None:
+        if self._hang_up():
+            return
         length = int(self.headers.get("Content-Length") or 0)
         try:
             body = json.loads(self.rfile.read(length) or b"{}")
@@ -194,6 +206,8 @@ class _Handler(BaseHTTPRequestHandler):
             finally:
                 with state.lock:
                     state.in_flight -= 1
+        if self._hang_up():  # went down while the request waited: it is lost
+            return
         text, finish = self._answer(fault, max_tokens)
         with state.lock:
             state.prompt_tokens += prompt_tokens

@@ -109,7 +109,7 @@ class JobManager:
     async def _connect(self) -> None:
         """Open the engine, retrying while the model server is down; pages wait meanwhile."""
         from dotsocr.engines.cpu import CPUEngine
-        from dotsocr.engines.openai import OpenAIEngine
+        from dotsocr.engines.pool import server_engine
 
         s = self.settings
         delay = 1.0
@@ -117,7 +117,7 @@ class JobManager:
             if self.embedded:
                 engine: Any = CPUEngine(s.languages, s.max_in_flight)
             else:
-                engine = OpenAIEngine(
+                engine = server_engine(
                     s.server_url or "", api_key=s.server_api_key, model=s.served_model,
                     concurrency=s.max_in_flight,
                 )  # fmt: skip

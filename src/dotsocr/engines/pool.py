@@ -1,0 +1,151 @@
+"""Several model servers as one engine, for replicas started one per GPU with no router in
+front: each request goes to the least busy server that answers; a server that stops
+answering is left out for a while (its requests go to the others) and tried again later."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, Self
+
+from dotsocr.engines.base import EngineAnswer
+from dotsocr.engines.openai import OpenAIEngine, RetryPolicy, ServerInfo
+from dotsocr.errors import ConfigError, EngineUnavailable
+from dotsocr.models.base import ChatRequest, PreparedPage
+
+COOLDOWN = 30.0  # seconds a server that stopped answering is left out
+MEMBER_RETRY = RetryPolicy(attempts=2)  # then the next server: the pool is the retry
+
+
+def server_urls(value: str) -> list[str]:
+    """``URL`` or ``URL,URL,...`` as a list (empty entries ignored)."""
+    return [url.strip() for url in value.split(",") if url.strip()]
+
+
+def server_engine(
+    url: str, *, api_key: str | None, model: str | None, concurrency: int
+) -> OpenAIEngine | ServerPool:
+    """An engine for ``--server``: one server, or a pool of the comma-separated ones."""
+    urls = server_urls(url)
+    if len(urls) == 1:
+        return OpenAIEngine(urls[0], api_key=api_key, model=model, concurrency=concurrency)
+    return ServerPool(urls, api_key=api_key, model=model, concurrency=concurrency)
+
+
+class ServerPool:
+    """OpenAIEngine's interface over several servers of the same model.
+
+    Example:
+        >>> async with ServerPool(["http://gpu0:8000", "http://gpu1:8000"]) as engine:
+        ...     answer = await engine.infer(page, request)
+    """
+
+    reads_pixels = False
+
+    def __init__(
+        self,
+        urls: list[str],
+        *,
+        api_key: str | None = None,
+        model: str | None = None,
+        concurrency: int = 64,
+        retry: RetryPolicy | None = None,
+        cooldown: float = COOLDOWN,
+    ) -> None:
+        if not urls:
+            raise ConfigError("no server URL: give one, or several separated by commas")
+        self.members = [
+            OpenAIEngine(
+                url,
+                api_key=api_key,
+                model=model,
+                concurrency=concurrency,
+                retry=retry or MEMBER_RETRY,
+            )
+            for url in urls
+        ]
+        self.cooldown = cooldown
+        self._busy = dict.fromkeys(self.members, 0)
+        self._down_until = dict.fromkeys(self.members, 0.0)
+        self._why: dict[OpenAIEngine, str] = {}
+        self.info: ServerInfo | None = None
+
+    @property
+    def base_url(self) -> str:
+        return ",".join(member.base_url for member in self.members)
+
+    @property
+    def model(self) -> str:
+        if self.info is None:
+            raise EngineUnavailable("the pool is not started: use it as 'async with ServerPool'")
+        return self.info.model
+
+    async def __aenter__(self) -> Self:
+        found = await asyncio.gather(*(self._discover(m) for m in self.members))
+        infos = [info for info in found if info is not None]
+        if not infos:
+            await self.__aexit__()
+            raise EngineUnavailable(f"no model server answers: {self._reasons()}")
+        lengths = [i.max_model_len for i in infos if i.max_model_len]
+        first = infos[0]
+        # Pages are planned once for any server: the shortest context bounds them all.
+        self.info = ServerInfo(first.model, min(lengths) if lengths else None, first.served)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for member in self.members:
+            await member.__aexit__()
+
+    async def _discover(self, member: OpenAIEngine) -> ServerInfo | None:
+        try:
+            member.info = await member.discover()
+        except EngineUnavailable as exc:
+            self._set_down(member, exc)
+            return None
+        return member.info
+
+    def _set_down(self, member: OpenAIEngine, exc: Exception) -> None:
+        self._down_until[member] = time.monotonic() + self.cooldown
+        self._why[member] = str(exc)
+
+    def _reasons(self) -> str:
+        return "; ".join(self._why.get(m, f"{m.base_url}: not tried") for m in self.members)
+
+    async def _pick(self, tried: set[OpenAIEngine]) -> OpenAIEngine | None:
+        """The least busy server not tried yet that answers; one left out whose time is up
+        is asked for its models first."""
+        now = time.monotonic()
+        for member in sorted(self.members, key=lambda m: self._busy[m]):
+            if member in tried or self._down_until[member] > now:
+                continue
+            if member.info is None and await self._discover(member) is None:
+                tried.add(member)
+                continue
+            return member
+        return None
+
+    async def _each(self, send: Any) -> Any:
+        """``send(member)`` on the least busy server, then on the next when one fails."""
+        tried: set[OpenAIEngine] = set()
+        while True:
+            member = await self._pick(tried)
+            if member is None:
+                raise EngineUnavailable(f"no model server answers: {self._reasons()}")
+            tried.add(member)
+            self._busy[member] += 1
+            try:
+                return await send(member)
+            except EngineUnavailable as exc:
+                self._set_down(member, exc)
+                member.info = None  # asked for its models again before it is used again
+            finally:
+                self._busy[member] -= 1
+
+    async def infer(self, page: PreparedPage, request: ChatRequest) -> EngineAnswer:
+        return await self._each(lambda member: member.infer(page, request))
+
+    async def text_tokens(self, prompt: str) -> int | None:
+        return await self._each(lambda member: member.text_tokens(prompt))
+
+    async def chat(self, text: str, **options: Any) -> EngineAnswer:
+        return await self._each(lambda member: member.chat(text, **options))
