@@ -131,14 +131,26 @@ def test_no_gateway_writes_vllm_alone(tmp_path):
     assert "volumes" not in document
 
 
-def test_one_server_per_gpu_leaves_the_gateway_out_and_refuses_it_when_asked(tmp_path):
+def test_one_server_per_gpu_gets_vllm_router_in_front(tmp_path):
+    """Replicas: vllm-router spreads requests over them (least loaded of two, health
+    checks), and the gateway talks to it; the file passes docker-compose's own check."""
     replicas = ("--gpu-memory", "24GiB", "--compute-capability", "8.9", "--gpus", "2",
-                "--multi-gpu", "replicas")  # fmt: skip
-    document, said = _compose(tmp_path, *replicas)
-    assert list(document["services"]) == ["vllm-0", "vllm-1"]
-    assert "no gateway" in said
-    _, said = _compose(tmp_path, *replicas, "--gateway", code=2)  # a usage error
-    assert "error: the gateway talks to one model server" in said and "--no-gateway" in said
+                "--multi-gpu", "replicas", "--api-key", "k")  # fmt: skip
+    document, _ = _compose(tmp_path, *replicas)
+    services = document["services"]
+    assert {"vllm-0", "vllm-1", "router", "gateway"} <= set(services)
+    router = services["router"]
+    command = router["command"]
+    workers = command[command.index("--worker-urls") + 1 : command.index("--health-check-endpoint")]
+    assert workers == ["http://vllm-0:8000", "http://vllm-1:8000"]
+    assert command[command.index("--policy") + 1] == "power_of_two"
+    assert router["build"]["context"].endswith("deploy/router")
+    assert set(router["depends_on"]) == {"vllm-0", "vllm-1"}
+    assert router["environment"]["VLLM_API_KEY"].startswith("${DOTSOCR_API_KEY")
+    gateway = services["gateway"]
+    assert gateway["environment"]["DOTSOCR_SERVER_URL"] == "http://router:8000"
+    assert gateway["depends_on"] == {"router": {"condition": "service_healthy"}}
+    assert (ROOT / "deploy" / "router" / "Dockerfile").read_text().count("vllm-router==") == 1
 
 
 def test_the_dockerfile_installs_the_package_and_serves_the_gateway():

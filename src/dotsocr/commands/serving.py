@@ -396,9 +396,7 @@ def compose_command(
         "# Written by `dotsocr compose`; the reasons for each vLLM flag: `dotsocr plan`.\n"
         "# Start: docker compose up -d; watch: dotsocr monitor; check: dotsocr health\n"
     )
-    if gateway is None and len(plan.servers) > 1:
-        typer.echo("no gateway: it talks to one server (--multi-gpu data-parallel)", err=True)
-    elif gateway is not False:
+    if gateway is not False:
         source = Path(os.path.relpath(Path.cwd(), output.resolve().parent)).as_posix()
         add_gateway(document, plan, source=source)
         header += (

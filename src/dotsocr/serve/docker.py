@@ -131,6 +131,38 @@ GATEWAY_HEALTH = (
 )
 
 
+ROUTER_POLICY = "power_of_two"  # the less loaded of two servers picked at random
+ROUTER_HEALTH = (
+    "python -c \"import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health')\""
+)
+
+
+def _router(workers: list[str], deploy: str, keyed: bool) -> dict[str, Any]:
+    """vllm-router in front of the per-GPU servers: least-loaded routing, retries, health
+    checks (a server that fails them gets no requests until it passes again)."""
+    command = [
+        "--host", "0.0.0.0", "--port", str(CONTAINER_PORT), "--policy", ROUTER_POLICY,
+        "--worker-urls", *(f"http://{name}:{CONTAINER_PORT}" for name in workers),
+        "--health-check-endpoint", "/health", "--worker-startup-timeout-secs", "1800",
+    ]  # fmt: skip
+    service: dict[str, Any] = {
+        "build": {"context": f"{deploy}/router"},
+        "image": "dotsocr-router",
+        "command": command,
+        "depends_on": {name: {"condition": "service_healthy"} for name in workers},
+        "restart": "unless-stopped",
+        "healthcheck": {
+            "test": ["CMD-SHELL", ROUTER_HEALTH],
+            "interval": "15s",
+            "timeout": "5s",
+            "retries": 3,
+        },
+    }
+    if keyed:  # the servers ask for the key: the router passes the client's on
+        service["environment"] = {"VLLM_API_KEY": "${DOTSOCR_API_KEY:?set DOTSOCR_API_KEY}"}
+    return service
+
+
 def add_gateway(
     document: dict[str, Any], plan: LaunchPlan, *, source: str = ".", port: int = GATEWAY_PORT
 ) -> dict[str, Any]:
@@ -147,23 +179,22 @@ def add_gateway(
         ``document``, with services ``gateway``, ``prometheus`` and ``grafana`` and their
         named volumes.
 
-    Raises:
-        ConfigError: the plan has one server per GPU; the gateway talks to one server.
+    With one server per GPU, a ``router`` service (vllm-router, built from
+    deploy/router) spreads requests over them and the gateway talks to it.
     """
-    if list(document["services"]) != ["vllm"]:
-        from dotsocr.errors import ConfigError
-
-        raise ConfigError(
-            "the gateway talks to one model server: use --multi-gpu data-parallel for one "
-            "endpoint over all GPUs, or --no-gateway"
-        )
     # Compose reads a bind-mount source as a path only when it starts with . or /; a bare
     # deploy/... would be taken for a named volume.
     root = str(PurePosixPath(source))
     deploy = f"{root if root.startswith(('/', '.')) else './' + root}/deploy"
+    services = document["services"]
+    workers = [name for name in services if name.startswith("vllm")]
+    server = "vllm"
+    if workers != ["vllm"]:
+        services["router"] = _router(workers, deploy, "VLLM_API_KEY" in plan.env)
+        server = "router"
     environment: dict[str, Any] = {
         "DOTSOCR_ENGINE": "server",
-        "DOTSOCR_SERVER_URL": f"http://vllm:{CONTAINER_PORT}",
+        "DOTSOCR_SERVER_URL": f"http://{server}:{CONTAINER_PORT}",
         "DOTSOCR_MODEL": plan.model,  # the profile the gateway reads pages with
         "DOTSOCR_DATA_DIR": "/data",
     }
@@ -174,14 +205,13 @@ def add_gateway(
         # asks it of its own clients.
         key = "${DOTSOCR_API_KEY:?set DOTSOCR_API_KEY}"
         environment.update(DOTSOCR_SERVER_API_KEY=key, DOTSOCR_API_KEYS=key)
-    services = document["services"]
     services["gateway"] = {
         "build": {"context": source, "dockerfile": "Dockerfile"},
         "image": "dotsocr-gateway",
         "environment": environment,
         "ports": [f"{port}:{GATEWAY_PORT}"],
         "volumes": ["dotsocr-data:/data"],
-        "depends_on": {"vllm": {"condition": "service_healthy"}},
+        "depends_on": {server: {"condition": "service_healthy"}},
         "restart": "unless-stopped",
         "healthcheck": {
             "test": ["CMD-SHELL", GATEWAY_HEALTH],
