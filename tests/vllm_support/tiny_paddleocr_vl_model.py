@@ -13,7 +13,8 @@ processor classes for ``--trust-remote-code``, but transformers 5 knows ``model_
 PaddleOCRVLImageProcessor), and vLLM 0.32 reads the pixel bounds from those classes when
 the server does not trust remote code (``size`` {shortest_edge, longest_edge}) and from the
 remote ones when it does (``min_pixels``, ``max_pixels``). This folder is for a server
-started without ``--trust-remote-code``.
+started without ``--trust-remote-code``: with it, vLLM 0.32 fails at startup (the built-in
+image processor has no ``max_pixels`` attribute).
 
 What the folder holds, and why (the shapes are shrunk; everything the processor and the
 template do is the published checkpoint's):
