@@ -132,14 +132,15 @@ GATEWAY_HEALTH = (
 
 
 ROUTER_POLICY = "power_of_two"  # the less loaded of two servers picked at random
-ROUTER_HEALTH = (
-    "python -c \"import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health')\""
+ROUTER_HEALTH = (  # /readiness: 503 until a server behind it is healthy (/health is always 200)
+    "python -c \"import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/readiness')\""
 )
 
 
-def _router(workers: list[str], deploy: str, keyed: bool) -> dict[str, Any]:
+def _router(workers: list[str], deploy: str) -> dict[str, Any]:
     """vllm-router in front of the per-GPU servers: least-loaded routing, retries, health
-    checks (a server that fails them gets no requests until it passes again)."""
+    checks (a server that fails them gets no requests until it passes again). It passes the
+    client's Authorization header on, so the servers' key needs no setting of its own."""
     command = [
         "--host", "0.0.0.0", "--port", str(CONTAINER_PORT), "--policy", ROUTER_POLICY,
         "--worker-urls", *(f"http://{name}:{CONTAINER_PORT}" for name in workers),
@@ -158,8 +159,6 @@ def _router(workers: list[str], deploy: str, keyed: bool) -> dict[str, Any]:
             "retries": 3,
         },
     }
-    if keyed:  # the servers ask for the key: the router passes the client's on
-        service["environment"] = {"VLLM_API_KEY": "${DOTSOCR_API_KEY:?set DOTSOCR_API_KEY}"}
     return service
 
 
@@ -190,7 +189,7 @@ def add_gateway(
     workers = [name for name in services if name.startswith("vllm")]
     server = "vllm"
     if workers != ["vllm"]:
-        services["router"] = _router(workers, deploy, "VLLM_API_KEY" in plan.env)
+        services["router"] = _router(workers, deploy)
         server = "router"
     environment: dict[str, Any] = {
         "DOTSOCR_ENGINE": "server",
