@@ -377,7 +377,6 @@ def test_parser_never_raises_and_boxes_stay_on_the_page(pieces, task, finish):
 
 # --- a real vLLM ------------------------------------------------------------------------
 
-STARTUP_SECONDS = 300
 # Pages and the tasks sent on each: every task on a page of the global view alone (273
 # tokens); on an A4 page at 200 DPI (2 x 3 tiles, 903 tokens) the default task only, as
 # the CPU reads such a page in ~20 s and its image tokens do not depend on the task
@@ -390,71 +389,16 @@ def deepseek_server(tmp_path_factory):
     """vLLM's CPU build serving a tiny DeepSeek-OCR folder (tests/vllm_support/
     tiny_deepseek_ocr_model.py) with random weights, started with the CPU launch plan's
     own flags (the n-gram logits processor among them). Yields (url, plan)."""
-    import os
-    import subprocess
-    import time
-    import urllib.request
-    from pathlib import Path
-
     from dotsocr.serve.plan import PlanOptions, plan_cpu
     from vllm_support import server
 
-    if not server.installed():
-        message = f"no finished vLLM install at {server.VENV}: run scripts/setup-vllm"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+    server.require()
     workdir = tmp_path_factory.mktemp("deepseek-vllm")
-    model = workdir / "tiny-deepseek-ocr"
-    builder = Path(__file__).parent / "vllm_support" / "tiny_deepseek_ocr_model.py"
-    built = subprocess.run([server.python(), builder, model], capture_output=True, text=True)
-    assert built.returncode == 0, built.stderr[-3000:]
-    port = server.free_port()
-    options = PlanOptions(model=str(model), host="127.0.0.1", port=port)
-    # The plan as planned; random weights, and no start-up profiling of the vision towers.
-    plan = plan_cpu(options, DEEPSEEK_OCR).with_flags(
-        ["--load-format", "dummy", "--skip-mm-profiling"]
-    )
-    env = {
-        **os.environ,
-        **plan.env,
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "VLLM_NO_USAGE_STATS": "1",
-        "HF_HOME": str(workdir / "hf"),
-        "VLLM_CACHE_ROOT": str(workdir / "vllm-cache"),
-    }
-    command = [
-        server.python(), "-m", "vllm.entrypoints.launchers.api_server.entry",
-        "--model", plan.model, *plan.args(),
-    ]  # fmt: skip
-    log = workdir / "vllm.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
-    try:
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"vLLM exited {process.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{plan.url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"vLLM not ready in {STARTUP_SECONDS} s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
+    model = server.build_tiny("tiny_deepseek_ocr_model.py", workdir / "tiny-deepseek-ocr")
+    options = PlanOptions(model=str(model), host="127.0.0.1", port=server.free_port())
+    plan = plan_cpu(options, DEEPSEEK_OCR)  # the plan as planned
+    with server.serve_folder(workdir, plan.url, ["--model", plan.model, *plan.args()], plan.env):
         yield plan.url, plan
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.mark.vllm

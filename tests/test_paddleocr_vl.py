@@ -248,7 +248,6 @@ def test_parser_never_raises(pieces, task):
 
 # --- a real vLLM ------------------------------------------------------------------------
 
-STARTUP_SECONDS = 300
 SERVER_SIZES = [(600, 800), (1700, 2200)]
 
 
@@ -259,71 +258,18 @@ def paddle_server(tmp_path_factory):
     remote code, so the server takes transformers' own PaddleOCR-VL classes, and vLLM reads
     their pixel bounds only when it does not trust remote code (see
     tests/vllm_support/tiny_paddleocr_vl_model.py). Yields (url, plan)."""
-    import os
-    import subprocess
-    import time
-    import urllib.request
-    from pathlib import Path
-
     from dotsocr.serve.plan import PlanOptions, plan_cpu
     from vllm_support import server
 
-    if not server.installed():
-        message = f"no finished vLLM install at {server.VENV}: run scripts/setup-vllm"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+    server.require()
     workdir = tmp_path_factory.mktemp("paddleocr-vllm")
-    model = workdir / "tiny-paddleocr-vl"
-    builder = Path(__file__).parent / "vllm_support" / "tiny_paddleocr_vl_model.py"
-    built = subprocess.run([server.python(), builder, model], capture_output=True, text=True)
-    assert built.returncode == 0, built.stderr[-3000:]
-    port = server.free_port()
-    plan = plan_cpu(PlanOptions(model=str(model), host="127.0.0.1", port=port), PROFILE.serving)
+    model = server.build_tiny("tiny_paddleocr_vl_model.py", workdir / "tiny-paddleocr-vl")
+    options = PlanOptions(model=str(model), host="127.0.0.1", port=server.free_port())
+    plan = plan_cpu(options, PROFILE.serving)
     args = plan.args()
-    assert "--trust-remote-code" in args
     args.remove("--trust-remote-code")
-    env = {
-        **os.environ,
-        **plan.env,
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "VLLM_NO_USAGE_STATS": "1",
-        "HF_HOME": str(workdir / "hf"),
-        "VLLM_CACHE_ROOT": str(workdir / "vllm-cache"),
-    }
-    command = [
-        server.python(), "-m", "vllm.entrypoints.launchers.api_server.entry",
-        "--model", plan.model, *args, "--load-format", "dummy", "--skip-mm-profiling",
-    ]  # fmt: skip
-    log = workdir / "vllm.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
-    url = plan.url
-    try:
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"vLLM exited {process.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"vLLM not ready in {STARTUP_SECONDS} s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
-        yield url, plan
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    with server.serve_folder(workdir, plan.url, ["--model", plan.model, *args], plan.env):
+        yield plan.url, plan
 
 
 @pytest.mark.vllm

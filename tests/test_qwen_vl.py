@@ -11,11 +11,6 @@ import asyncio
 import base64
 import io
 import math
-import os
-import subprocess
-import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 from hypothesis import assume, example, given, settings
@@ -429,8 +424,6 @@ def test_parser_never_raises(answer):
 
 # --- a real vLLM ------------------------------------------------------------------------
 
-STARTUP_SECONDS = 300
-
 
 @pytest.fixture(scope="module", params=[QWEN25, QWEN3], ids=["qwen2.5-vl", "qwen3-vl"])
 def qwen_server(request, tmp_path_factory):
@@ -440,64 +433,18 @@ def qwen_server(request, tmp_path_factory):
     profile = request.param
     from vllm_support import server
 
-    if not server.installed():
-        message = f"no finished vLLM install at {server.VENV}: run scripts/setup-vllm"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+    server.require()
     workdir = tmp_path_factory.mktemp("qwen-vllm")
-    model = workdir / f"tiny-{profile.name}"
-    builder = Path(__file__).parent / "vllm_support" / "tiny_qwen_vl_model.py"
-    built = subprocess.run(
-        [server.python(), builder, model, profile.name], capture_output=True, text=True
-    )
-    assert built.returncode == 0, built.stderr[-3000:]
+    model = server.build_tiny("tiny_qwen_vl_model.py", workdir / f"tiny-{profile.name}",
+                              profile.name)  # fmt: skip
     port = server.free_port()
-    env = {
-        **os.environ,
-        "HF_HUB_OFFLINE": "1",
-        "TRANSFORMERS_OFFLINE": "1",
-        "VLLM_NO_USAGE_STATS": "1",
-        "VLLM_CPU_KVCACHE_SPACE": "1",
-        "HF_HOME": str(workdir / "hf"),
-        "VLLM_CACHE_ROOT": str(workdir / "vllm-cache"),
-    }
-    command = [
-        server.python(), "-m", "vllm.entrypoints.launchers.api_server.entry",
-        "--model", str(model), "--served-model-name", "model", "--load-format", "dummy",
-        "--max-model-len", "4096", "--host", "127.0.0.1", "--port", str(port),
-        "--limit-mm-per-prompt", '{"image": 1}',
-        "--mm-processor-kwargs", f'{{"max_pixels": {profile.max_pixels}}}',
-        "--enforce-eager", "--skip-mm-profiling",
+    args = [
+        "--model", str(model), "--served-model-name", "model", "--max-model-len", "4096",
+        "--host", "127.0.0.1", "--port", str(port), "--limit-mm-per-prompt", '{"image": 1}',
+        "--mm-processor-kwargs", f'{{"max_pixels": {profile.max_pixels}}}', "--enforce-eager",
     ]  # fmt: skip
-    log = workdir / "vllm.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + STARTUP_SECONDS
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"vLLM exited {process.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"vLLM not ready in {STARTUP_SECONDS} s:\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
+    with server.serve_folder(workdir, f"http://127.0.0.1:{port}", args) as url:
         yield url, profile
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
 
 
 @pytest.mark.vllm

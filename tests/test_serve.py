@@ -289,7 +289,8 @@ def test_compose_one_server_per_gpu(tmp_path):
         "--multi-gpu", "replicas",
     )  # fmt: skip
     services = document["services"]
-    assert list(services) == ["vllm-0", "vllm-1"]
+    assert [name for name in services if name.startswith("vllm")] == ["vllm-0", "vllm-1"]
+    assert "router" in services  # in front of them, for the gateway
     assert services["vllm-1"]["ports"] == ["8001:8000"]
     devices = services["vllm-1"]["deploy"]["resources"]["reservations"]["devices"]
     assert devices[0]["device_ids"] == ["1"]

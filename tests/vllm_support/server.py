@@ -138,3 +138,72 @@ def _stop(process: subprocess.Popen) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(process.pid, signal.SIGTERM)
     process.wait()
+
+
+def require() -> None:
+    """Skip the test without vLLM's CPU build; in CI (which installs it) fail instead."""
+    import pytest
+
+    if not installed():
+        message = f"no finished vLLM install at {VENV}: run scripts/setup-vllm"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
+def build_tiny(builder: str, folder: Path, *args: str) -> Path:
+    """A tiny checkpoint folder made by tests/vllm_support/``builder`` with vLLM's Python."""
+    script = Path(__file__).with_name(builder)
+    built = subprocess.run(
+        [python(), script, folder, *args], capture_output=True, text=True, check=False
+    )
+    assert built.returncode == 0, built.stderr[-3000:]
+    return folder
+
+
+@contextlib.contextmanager
+def serve_folder(workdir: Path, url: str, args: list[str], env: dict[str, str] | None = None):
+    """vLLM's CPU build with ``args`` (``--model`` among them), random weights and no
+    start-up profiling of the vision towers, until /health answers at ``url``; stopped at
+    the end. Fails the test with vLLM's log if it exits or is not ready in time."""
+    import urllib.request
+
+    import pytest
+
+    environment = {
+        **os.environ,
+        **(env or {}),
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+        "VLLM_NO_USAGE_STATS": "1",
+        "HF_HOME": str(workdir / "hf"),
+        "VLLM_CACHE_ROOT": str(workdir / "vllm-cache"),
+    }
+    environment.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    command = [
+        python(), "-m", "vllm.entrypoints.launchers.api_server.entry", *args,
+        "--load-format", "dummy", "--skip-mm-profiling",
+    ]  # fmt: skip
+    log = workdir / "vllm.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, env=environment,
+            start_new_session=True, preexec_fn=_die_with_parent,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + STARTUP_SECONDS
+        while True:
+            if process.poll() is not None:
+                pytest.fail(f"vLLM exited {process.returncode}:\n{log.read_text()[-3000:]}")
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass  # not listening yet
+            if time.monotonic() > deadline:
+                pytest.fail(f"vLLM not ready in {STARTUP_SECONDS} s:\n{log.read_text()[-3000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        _stop(process)
