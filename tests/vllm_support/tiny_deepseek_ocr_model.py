@@ -43,6 +43,8 @@ import json
 import sys
 from pathlib import Path
 
+from tiny_common import write_json
+
 BOS = "<｜begin▁of▁sentence｜>"
 EOS = "<｜end▁of▁sentence｜>"
 PAD = "<｜▁pad▁｜>"
@@ -115,10 +117,6 @@ def build_tokenizer(folder: Path) -> dict[str, int]:
     if wrong or ids[BOS] != 0 or ids[EOS] != 1 or max(ids.values()) >= VOCAB_SIZE:
         raise RuntimeError(f"unexpected token ids: {ids}")
     return ids
-
-
-def write_json(path: Path, data: dict) -> None:
-    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 def build(folder: Path) -> Path:

@@ -33,6 +33,8 @@ import json
 import sys
 from pathlib import Path
 
+from tiny_common import train_tokenizer, write_json
+
 SPECIAL_TOKENS = [
     "<|endoftext|>",
     "<|im_start|>",
@@ -165,23 +167,7 @@ PROCESSOR = {
 
 
 def build_tokenizer(folder: Path) -> dict[str, int]:
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=600,
-        special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    tokenizer.train_from_iterator(TRAINING_TEXT, trainer)
-    tokenizer.save(str(folder / "tokenizer.json"))
-    return {token: tokenizer.token_to_id(token) for token in SPECIAL_TOKENS}
-
-
-def write_json(path: Path, data: dict) -> None:
-    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    return train_tokenizer(folder, SPECIAL_TOKENS, TRAINING_TEXT)
 
 
 def build(folder: Path, arch: str = "qwen2.5-vl") -> Path:
