@@ -476,3 +476,29 @@ def test_the_api_schema_lists_the_new_routes_but_not_the_web_page(gateway: Gatew
     assert not [p for p in paths if p == "/" or p.startswith("/ui")]
     for path in NEW_API_PATHS:
         assert "get" in paths[path], path
+
+
+def test_a_models_own_task_goes_through_the_api(standin, tmp_path) -> None:
+    """With dots.mocr behind it, the gateway lists and takes its scene-spotting task: the
+    model gets that prompt; a task the model lacks is a 422 naming the ones it has."""
+    from dotsocr.models import get_profile
+
+    mocr = get_profile("dots.mocr")
+    standin.answer = "(10, 10), (200, 10), (200, 40), (10, 40) EXIT"
+    with running_gateway(
+        tmp_path / "data", "--server", standin.url, "--model", "dots.mocr", ready=True
+    ) as g:
+        client = g.client()
+        tasks = client.get("/v1/info").json()["tasks"]
+        assert tasks[:3] == ["layout", "layout-only", "ocr"] and "spotting" in tasks
+        assert "grounding" not in tasks  # it needs a box the API does not take
+        job_id = submit(client, pages="1", task="spotting")["id"]
+        assert wait_job(client, job_id)["state"] == "done"
+        prompt = standin.requests[-1]["messages"][0]["content"][1]["text"]
+        assert prompt.endswith(mocr.prompt("spotting"))
+        (page,) = client.get(f"/v1/jobs/{job_id}/result").json()["documents"][0]["pages"]
+        (cell,) = page["cells"]
+        assert cell["text"] == "EXIT" and len(cell["quad"]) == 4
+        refused = client.post("/v1/jobs", files=[upload(SAMPLE)], data={"task": "table"})
+        assert_error(refused, 422, "invalid")
+        assert "dots.mocr has no task 'table'" in refused.json()["error"]["message"]

@@ -30,7 +30,6 @@ from dotsocr.gateway.jobs import JobManager, Upload
 from dotsocr.gateway.metrics import GatewayMetrics
 from dotsocr.gateway.models import (
     MAX_FILES,
-    TASKS,
     Category,
     ErrorResponse,
     FileIn,
@@ -341,7 +340,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
             reading_pages=manager.reading,
             auth=bool(keys),
             keep_alive=settings.event_keep_alive,
-            tasks=list(TASKS),
+            tasks=manager.tasks,
             limits=Limits(
                 max_upload_bytes=settings.max_upload_bytes,
                 max_files=MAX_FILES,

@@ -34,6 +34,7 @@ from dotsocr.gateway.models import (
     ParseOptions,
     ParseResult,
     Progress,
+    model_task,
 )
 from dotsocr.gateway.scheduler import FairQueue, QueueFull
 from dotsocr.gateway.store import JobStore, PageKey
@@ -145,6 +146,15 @@ class JobManager:
         return info.model if info else self.settings.served_model or self.profile.name
 
     @property
+    def tasks(self) -> list[str]:
+        """The tasks a request may ask: the common three, then the model's own (grounding
+        needs a box the API does not take)."""
+        if self.embedded:  # the CPU engine reads text and layout, nothing model-specific
+            return list(TASKS)
+        own = [t for t in self.profile.tasks if t not in TASKS.values() and t != "grounding"]
+        return [*TASKS, *own]
+
+    @property
     def reading(self) -> int:
         return self._in_flight
 
@@ -156,6 +166,12 @@ class JobManager:
     async def submit(
         self, owner: str, uploads: list[Upload], options: ParseOptions, webhook: str | None
     ) -> str:
+        if options.task not in self.tasks:
+            raise ApiError(
+                422, "invalid",
+                f"task: {self.profile.name} has no task {options.task!r}: choose one of "
+                f"{', '.join(self.tasks)}",
+            )  # fmt: skip
         job_id = self.store.new_job_id()
         files: list[tuple[str, int, str | None]] = []
         numbers: list[list[int]] = []
@@ -295,7 +311,7 @@ class JobManager:
             return _failed(number, f"unexpected error rendering the page ({_short(exc)})")
         pipeline = Pipeline(
             self.engine, self.profile,
-            PipelineOptions(task=TASKS[options.task], keep_images=False),
+            PipelineOptions(task=model_task(options.task), keep_images=False),
         )  # fmt: skip
         try:
             return await pipeline.read_page(page)
@@ -481,7 +497,7 @@ class JobManager:
                 DocumentResult(
                     source=f["name"],
                     model=self.profile.name,
-                    task=TASKS[options.task],
+                    task=model_task(options.task),
                     pages=pages,
                 )
             )

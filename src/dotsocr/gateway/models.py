@@ -9,6 +9,16 @@ from pydantic import BaseModel, ConfigDict, Field
 from dotsocr import defaults
 
 TASKS = {"layout": "layout_all", "layout-only": "layout_only", "ocr": "ocr"}
+# Beyond these three (which every model takes, or falls back from), a task of the model's
+# own: dots.mocr's spotting, PaddleOCR-VL's table... (GET /v1/info lists them).
+TASK_PATTERN = r"^[a-z][a-z0-9_-]{0,31}$"
+
+
+def model_task(task: str) -> str:
+    """The profile's name for a task as the API spells it."""
+    return TASKS.get(task, task)
+
+
 MAX_FILES = 100  # per request
 JobState = Literal["queued", "running", "done", "failed", "cancelled"]
 # The form document.selection reads: N, N-, N-M or -M, comma separated, or "all". Checked
@@ -23,8 +33,12 @@ class ParseOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     task: Annotated[
-        Literal["layout", "layout-only", "ocr"],
-        Field(description="layout: cells with boxes and text; layout-only: boxes; ocr: text"),
+        str,
+        Field(
+            description="layout: cells with boxes and text; layout-only: boxes; ocr: text; or "
+            "a task of the model's own (GET /v1/info lists them)",
+            pattern=TASK_PATTERN,
+        ),
     ] = "layout"
     pages: Annotated[
         str | None,

@@ -103,6 +103,12 @@ async function refreshInfo() {
     server.className = `server ${info.ready ? "up" : "down"}`;
     server.title = info.ready ? `dotsocr ${info.version}` : info.reason || "not ready";
     $("key-button").hidden = !info.auth;
+    const select = $("upload").task; // the model's own tasks after the common three
+    for (const task of info.tasks) {
+      if (![...select.options].some((option) => option.value === task)) {
+        select.append(el("option", { value: task }, task));
+      }
+    }
     return info;
   } catch {
     server.className = "server down";
