@@ -127,15 +127,13 @@ GOT_OCR2 = Serving(
     hub_id=HUB_ID,
     weight_bytes=1_120_000_000,  # the hub's bf16 safetensors: about 560M parameters
     vision=VisionTower(embed_dim=768, intermediate=3072, heads=12, patch=16, merge=4),
-    decoder=Decoder(
+    decoder=Decoder.dense(
         layers=24,
         hidden=1024,
         intermediate=2816,
         kv_heads=16,
         head_dim=64,
         vocab=151_860,
-        # 24 layers x (q, k, v, o: 4 x 1024x1024; gate, up, down: 3 x 1024x2816)
-        linear_params=24 * (4 * 1024 * 1024 + 3 * 1024 * 2816),
     ),
     max_image_tokens=TILE_TOKENS,
     pixels_per_token=PIXELS_PER_TOKEN,

@@ -79,16 +79,14 @@ PADDLEOCR_VL = Serving(
     # SigLIP-so400m-shaped NaViT encoder: 1152 wide, MLP 4304, 16 heads, 14-pixel patches,
     # 2 x 2 patches merged by the projector into one language-model token.
     vision=VisionTower(embed_dim=1152, intermediate=4304, heads=16, patch=14, merge=2),
-    decoder=Decoder(
+    decoder=Decoder.dense(
         layers=18,
         hidden=1024,
         intermediate=3072,
         kv_heads=2,  # grouped-query attention: 2 x 18 x 2 x 128 x 2 = 18,432 bytes a token
         head_dim=128,
         vocab=103_424,
-        # 18 layers x (q: 1024x2048, k and v: 1024x256 each, o: 2048x1024; gate, up, down:
-        # 3 x 1024x3072) = 18 x 14.2M
-        linear_params=18 * (1024 * 2048 + 2 * 1024 * 256 + 2048 * 1024 + 3 * 1024 * 3072),
+        heads=16,
     ),
     max_image_tokens=MAX_PIXELS // (28 * 28),
     # Not "max_pixels": vLLM counts tokens with such an override, but the checkpoint's own

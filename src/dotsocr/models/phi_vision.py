@@ -117,15 +117,13 @@ PHI35_VISION = Serving(
     # CLIP attends within each 336 crop: the planner's whole-image attention term
     # (no flash attention) overstates this tower's activations.
     vision=VisionTower(embed_dim=1024, intermediate=4096, heads=16, patch=14, merge=2),
-    decoder=Decoder(
+    decoder=Decoder.dense(
         layers=32,
         hidden=3072,
         intermediate=8192,
         kv_heads=32,
         head_dim=96,
         vocab=32_064,
-        # 32 layers x (qkv: 3072x9216, o: 3072x3072; gate_up: 3072x16384, down: 8192x3072)
-        linear_params=32 * (3 * 3072 * 3072 + 3072 * 3072 + 3 * 3072 * 8192),
     ),
     max_image_tokens=MAX_IMAGE_TOKENS,
     pixels_per_token=PIXELS_PER_TOKEN,

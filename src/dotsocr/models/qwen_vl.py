@@ -92,15 +92,13 @@ QWEN25_VL_7B = Serving(
     hub_id="Qwen/Qwen2.5-VL-7B-Instruct",
     weight_bytes=2 * 8_292_166_656,  # 15.4 GiB in bf16; the vision tower is 0.68B of it
     vision=VisionTower(embed_dim=1280, intermediate=3420, heads=16, patch=14, merge=2),
-    decoder=Decoder(
+    decoder=Decoder.dense(
         layers=28,
         hidden=3584,
         intermediate=18944,
         kv_heads=4,
         head_dim=128,
         vocab=152_064,
-        # 28 layers x (q, o: 3584x3584; k, v: 3584x512; gate, up, down: 3 x 3584x18944)
-        linear_params=28 * (2 * 3584 * 3584 + 2 * 3584 * 512 + 3 * 3584 * 18944),
     ),
     max_image_tokens=12_845_056 // (28 * 28),  # 16,384
     pixels_per_token=28 * 28,
@@ -109,15 +107,13 @@ QWEN3_VL_8B = Serving(
     hub_id="Qwen/Qwen3-VL-8B-Instruct",
     weight_bytes=2 * 8_767_123_696,  # 16.3 GiB in bf16; the vision tower is 0.58B of it
     vision=VisionTower(embed_dim=1152, intermediate=4304, heads=16, patch=16, merge=2),
-    decoder=Decoder(
+    decoder=Decoder.dense(
         layers=36,
         hidden=4096,
         intermediate=12288,
         kv_heads=8,
         head_dim=128,
         vocab=151_936,
-        # 36 layers x (q, o: 4096x4096; k, v: 4096x1024; gate, up, down: 3 x 4096x12288)
-        linear_params=36 * (2 * 4096 * 4096 + 2 * 4096 * 1024 + 3 * 4096 * 12288),
     ),
     max_image_tokens=16_777_216 // (32 * 32),  # 16,384
     pixels_per_token=32 * 32,

@@ -47,6 +47,27 @@ class Decoder:
     vocab: int
     linear_params: int  # weights in its linear layers (what fp8 quantization halves)
 
+    @classmethod
+    def dense(
+        cls,
+        *,
+        layers: int,
+        hidden: int,
+        intermediate: int,
+        kv_heads: int,
+        head_dim: int,
+        vocab: int,
+        heads: int | None = None,
+    ) -> Decoder:
+        """A dense decoder, its linear weights counted from its shape: per layer q and o
+        (hidden x heads*head_dim; heads*head_dim is hidden unless ``heads`` says otherwise),
+        k and v (hidden x kv_heads*head_dim), and the gated MLP's three hidden x
+        intermediate matrices."""
+        q_dim = heads * head_dim if heads else hidden
+        per_layer = 2 * hidden * q_dim + 2 * hidden * kv_heads * head_dim
+        per_layer += 3 * hidden * intermediate
+        return cls(layers, hidden, intermediate, kv_heads, head_dim, vocab, layers * per_layer)
+
     def kv_bytes_per_token(self, dtype_bytes: int = 2) -> int:
         return 2 * self.layers * self.kv_heads * self.head_dim * dtype_bytes
 
@@ -95,16 +116,13 @@ DOTS_OCR = Serving(
     hub_id="rednote-hilab/dots.ocr",
     weight_bytes=int(5.7 * GIB),  # about 3.0B parameters in bf16
     vision=VisionTower(embed_dim=1536, intermediate=4224, heads=12, patch=14, merge=2),
-    decoder=Decoder(
+    decoder=Decoder.dense(
         layers=28,
         hidden=1536,
         intermediate=8960,
         kv_heads=2,
         head_dim=128,
         vocab=151_936,
-        # 28 layers x (q, k, v, o: 1536x1536 + 2 x 1536x256 + 1536x1536; gate, up, down:
-        # 3 x 1536x8960) = 28 x 46.7M
-        linear_params=28 * (2 * 1536 * 1536 + 2 * 1536 * 256 + 3 * 1536 * 8960),
     ),
     max_image_tokens=14_400,
     flags={
