@@ -2,6 +2,7 @@
 #   docker build -t dotsocr-gateway . && docker run -p 8080:8080 \
 #     -e DOTSOCR_SERVER_URL=http://HOST:8000 dotsocr-gateway
 # Settings are DOTSOCR_* variables (see `dotsocr gateway --help`); jobs live in /data.
+# The same image runs `dotsocr worker` beside gateways sharing a PostgreSQL job store.
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -13,7 +14,7 @@ WORKDIR /src
 # Only what the package build needs, so the image does not change with tests or docs.
 COPY pyproject.toml README.md dots_ocr_client.py ./
 COPY src ./src
-RUN pip install . \
+RUN pip install ".[cluster]" \
     && useradd --create-home --uid 1000 dotsocr \
     && mkdir /data && chown dotsocr /data
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -106,3 +108,68 @@ def page(browser):
     yield tab
     context.close()
     assert not errors, f"errors on the page: {errors}"
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A PostgreSQL server on loopback for the session (tests/pg_support.py). Skipped when
+    Debian's postgresql is not installed, unless DOTSOCR_REQUIRE_POSTGRES is set (CI)."""
+    import pg_support
+
+    if pg_support.binaries() is None:
+        reason = "no PostgreSQL: apt-get install postgresql"
+        if os.environ.get("DOTSOCR_REQUIRE_POSTGRES"):
+            pytest.fail(reason)
+        pytest.skip(reason)
+    with pg_support.PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture
+def database_url(postgres) -> str:
+    """An empty database of its own for each test."""
+    return postgres.database()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """moto's S3 on loopback, with the standard AWS variables pointing boto3 at it (and
+    at it the gateways and workers the tests start, which inherit the environment)."""
+    from moto.server import ThreadedMotoServer
+
+    from vllm_support.server import free_port
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    with pytest.MonkeyPatch.context() as env:
+        for name, value in {
+            "AWS_ACCESS_KEY_ID": "testing",
+            "AWS_SECRET_ACCESS_KEY": "testing",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "AWS_ENDPOINT_URL": endpoint,
+            "AWS_CONFIG_FILE": "/nonexistent",
+            "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent",
+        }.items():
+            env.setenv(name, value)
+        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3"):
+            env.delenv(name, raising=False)
+        try:
+            yield endpoint
+        finally:
+            server.stop()
+
+
+@pytest.fixture
+def s3(s3_endpoint: str):
+    import boto3
+
+    return boto3.client("s3")
+
+
+@pytest.fixture
+def bucket(s3) -> str:
+    name = f"test-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=name)
+    return name

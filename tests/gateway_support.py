@@ -145,6 +145,52 @@ def running_gateway(
         gateway.stop()
 
 
+@dataclass
+class Worker:
+    """A running ``dotsocr worker`` (no HTTP side): its process and log."""
+
+    name: str
+    process: subprocess.Popen
+    log: Path
+
+    def log_tail(self, lines: int = 40) -> str:
+        text = self.log.read_text(errors="replace") if self.log.exists() else ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def kill(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=30)
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM, and its exit status (SIGKILL when it hangs)."""
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        return self.process.returncode
+
+
+def start_worker(folder: Path, name: str, *args: str, env: dict[str, str]) -> Worker:
+    """Start ``python -m dotsocr worker --name NAME`` with only the given DOTSOCR_* settings."""
+    folder.mkdir(parents=True, exist_ok=True)
+    log = folder / f"worker-{name}.log"
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("DOTSOCR_")}
+    command = [
+        sys.executable, "-m", "dotsocr", "worker", "--name", name, "--metrics-port", "0",
+        "--data-dir", str(folder / name), *args,
+    ]  # fmt: skip
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            command, stdout=out, stderr=subprocess.STDOUT, env={**clean, **env},
+            start_new_session=True, preexec_fn=_die_with_parent,
+        )  # fmt: skip
+    return Worker(name, process, log)
+
+
 # Requests.
 def upload(path: Path, name: str | None = None) -> tuple[str, tuple[str, bytes, str]]:
     """One multipart ``files`` part from a file on disk."""

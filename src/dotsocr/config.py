@@ -56,6 +56,31 @@ class GatewaySettings(BaseSettings):
     data_dir: Annotated[Path, Field(description="job database and results")] = Path("dotsocr-data")
     retention_hours: Annotated[float, Field(gt=0, description="results kept this long")] = 24.0
 
+    # Sharing jobs between gateways and workers (docs/scaling.md).
+    database_url: Annotated[
+        str | None,
+        Field(description="PostgreSQL (postgresql://...) shared by gateways and workers; "
+              "none: SQLite in the data folder, for one gateway"),
+    ] = None  # fmt: skip
+    storage_url: Annotated[
+        str | None,
+        Field(description="inputs and results: a shared folder or s3://bucket/prefix (the "
+              "endpoint and keys from AWS_*); none: the data folder"),
+    ] = None  # fmt: skip
+    read_pages: Annotated[
+        bool, Field(description="this gateway reads pages too; false: only `dotsocr worker`s do")
+    ] = True
+    lease_seconds: Annotated[
+        float, Field(gt=0, description="a claimed page returns to the queue this long after "
+                     "its worker stops renewing it")
+    ] = 60.0  # fmt: skip
+    worker_id: Annotated[
+        str | None, Field(description="this process's name in leases (default: host-pid)")
+    ] = None
+    metrics_port: Annotated[
+        int, Field(ge=0, description="`dotsocr worker`'s Prometheus port (0: none)")
+    ] = 9090
+
     # Scheduling.
     max_in_flight: Annotated[
         int, Field(ge=1, description="pages in flight to the model server, all jobs together")
@@ -106,13 +131,29 @@ class GatewaySettings(BaseSettings):
         return tuple(sources)
 
     def model_post_init(self, context: Any) -> None:
-        if self.engine == "server" and not self.server_url:
-            from dotsocr.errors import ConfigError
+        from dotsocr.errors import ConfigError
 
+        if self.engine == "server" and not self.server_url:
             raise ConfigError(
                 "engine 'server' needs a server URL: pass --server or set DOTSOCR_SERVER_URL, "
                 "or use --engine cpu"
             )
+        if not self.read_pages and not self.database_url:
+            raise ConfigError(
+                "read_pages is off but no DOTSOCR_DATABASE_URL is set: without a shared job "
+                "database no worker could read this gateway's pages"
+            )
+        if self.database_url and not self.database_url.startswith(("postgresql://", "postgres://")):
+            raise ConfigError(
+                f"DOTSOCR_DATABASE_URL must be a PostgreSQL URL (postgresql://user:password@"
+                f"host:5432/db), not {self.database_url.split('://')[0]}://..."
+            )
+
+    @property
+    def worker_name(self) -> str:
+        import socket
+
+        return self.worker_id or f"{socket.gethostname()}-{os.getpid()}"
 
     @field_validator("api_keys", mode="before")
     @classmethod

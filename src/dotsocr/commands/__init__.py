@@ -10,7 +10,7 @@ from importlib import import_module
 
 import typer
 
-MODULES = ("serving", "probe", "monitor", "cache", "gpus", "gateway", "models")
+MODULES = ("serving", "probe", "monitor", "cache", "gpus", "gateway", "worker", "models")
 
 
 def register(app: typer.Typer) -> None:

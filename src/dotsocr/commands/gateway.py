@@ -21,6 +21,14 @@ def gateway_command(
     data_dir: Annotated[
         Path | None, typer.Option("--data-dir", help="Job database and results.")
     ] = None,
+    database_url: Annotated[
+        str | None,
+        typer.Option("--database-url", help="PostgreSQL shared with other gateways and workers."),
+    ] = None,
+    storage_url: Annotated[
+        str | None,
+        typer.Option("--storage-url", help="Shared folder or s3://bucket/prefix for the bytes."),
+    ] = None,
     api_key: Annotated[
         list[str] | None,
         typer.Option("--api-key", help="A key clients must send (repeat for more)."),
@@ -44,6 +52,8 @@ def gateway_command(
         "engine": engine,
         "model": model,
         "data_dir": data_dir,
+        "database_url": database_url,
+        "storage_url": storage_url,
         "api_keys": api_key,
         "max_in_flight": max_in_flight,
     }

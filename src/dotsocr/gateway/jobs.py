@@ -36,8 +36,8 @@ from dotsocr.gateway.models import (
     Progress,
     model_task,
 )
-from dotsocr.gateway.scheduler import FairQueue, QueueFull
-from dotsocr.gateway.store import JobStore, PageKey
+from dotsocr.gateway.scheduler import FairQueue, LeasedQueue, QueueFull
+from dotsocr.gateway.store import ACTIVE, PageKey, StoreError, open_store
 from dotsocr.layout import DocumentResult, PageResult, PageStatus
 from dotsocr.models import ModelProfile, profile_for
 from dotsocr.pipeline import Pipeline, PipelineOptions
@@ -66,15 +66,22 @@ class JobManager:
     def __init__(self, settings: GatewaySettings, metrics: GatewayMetrics) -> None:
         self.settings = settings
         self.metrics = metrics
-        self.store = JobStore(settings.data_dir)
-        self.queue = FairQueue(settings.max_queued_pages)
+        self.store = open_store(settings)
+        self.queue: Any = (
+            LeasedQueue(self.store, settings.max_queued_pages)  # type: ignore[arg-type]
+            if self.store.shared
+            else FairQueue(settings.max_queued_pages)
+        )
         self.profile = self._profile()
         self.engine: Any = None
         self.engine_error: str | None = "starting"
         self._stack = AsyncExitStack()
-        self._tasks: list[asyncio.Task[Any]] = []
+        self._tasks: list[asyncio.Task[Any]] = []  # each lives as long as the gateway
+        self._connecting: asyncio.Task[Any] | None = None
         self._webhooks: set[asyncio.Task[Any]] = set()
         self._watchers: dict[str, _Watchers] = {}
+        self._wakers: dict[str, set[asyncio.Event]] = {}  # shared jobs: streams to wake
+        self._fetched: set[str] = set()  # jobs whose inputs this machine fetched from S3
         self._in_flight = 0
 
     def _profile(self) -> ModelProfile:
@@ -89,23 +96,42 @@ class JobManager:
     # Life.
     async def start(self) -> None:
         for job in self.store.active_jobs():  # taken up again after a restart
-            self.queue.add(job["owner"], job["id"], self.store.pending(job["id"]), force=True)
-            if not self.store.pending(job["id"]):
+            if not self.store.shared:  # a shared queue lives in the database already
+                self.queue.add(job["owner"], job["id"], self.store.pending(job["id"]), force=True)
+            if not self.store.counts(job["id"])["pending"]:
                 self._complete(job["id"])
-        self._tasks.append(asyncio.create_task(self._connect()))
-        self._tasks += [
-            asyncio.create_task(self._worker()) for _ in range(self.settings.max_in_flight)
-        ]
         self._tasks.append(asyncio.create_task(self._sweeper()))
+        if self.store.shared:
+            self._tasks.append(asyncio.create_task(self.store.listen(self._notified)))
+            self._tasks.append(asyncio.create_task(self.queue.keep_leases()))
+        if self.settings.read_pages:
+            self._connecting = asyncio.create_task(self._connect())
+            self._tasks += [
+                asyncio.create_task(self._worker()) for _ in range(self.settings.max_in_flight)
+            ]
+        else:
+            self.engine_error = None  # nothing to connect: workers read the pages
 
     async def stop(self) -> None:
-        for task in self._tasks:
+        tasks = [*self._tasks, self._connecting] if self._connecting else self._tasks
+        for task in tasks:
             task.cancel()
-        for task in self._tasks:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        if self.store.shared and self.settings.read_pages:
+            with contextlib.suppress(StoreError):  # others take our pages now, not at expiry
+                self.store.release()  # type: ignore[attr-defined]
         await self._stack.aclose()
         self.store.close()
+
+    async def drain(self, timeout: float) -> None:
+        """Claim no more pages and wait up to ``timeout`` for those being read."""
+        if isinstance(self.queue, LeasedQueue):
+            self.queue.close()
+        deadline = time.monotonic() + timeout
+        while self._in_flight and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
 
     async def _connect(self) -> None:
         """Open the engine, retrying while the model server is down; pages wait meanwhile."""
@@ -140,7 +166,7 @@ class JobManager:
 
     @property
     def model(self) -> str:
-        if self.embedded:
+        if self.embedded and self.settings.read_pages:
             return "tesseract"
         info = getattr(self.engine, "info", None)
         return info.model if info else self.settings.served_model or self.profile.name
@@ -160,7 +186,9 @@ class JobManager:
 
     @property
     def ready(self) -> bool:
-        return self.engine is not None and all(not t.done() for t in self._tasks[1:])
+        """Every task alive, and the engine open when this process reads pages."""
+        alive = all(not t.done() for t in self._tasks)
+        return alive and (self.engine is not None or not self.settings.read_pages)
 
     # Submission.
     async def submit(
@@ -224,7 +252,7 @@ class JobManager:
         """The page numbers a file yields, or the one-line reason it cannot be read."""
         try:
             with open_document(
-                self.store.input_path(job_id, idx), self._document_options(options, None),
+                self.store.input_file(job_id, idx), self._document_options(options, None),
                 name=upload.name,
             ) as document:  # fmt: skip
                 return [i + 1 for i in document.selected], None
@@ -250,6 +278,8 @@ class JobManager:
             self.metrics.in_flight.set(self._in_flight)
             try:
                 await self._read(key)
+            except StoreError as exc:  # the page stays unfinished: read again once it is back
+                log.warning("page %s put back: %s", key, exc)
             except Exception as exc:  # a bug of ours, or the disk: the page fails, not the job
                 log.exception("page %s failed unexpectedly", key)
                 with contextlib.suppress(Exception):
@@ -260,12 +290,13 @@ class JobManager:
                         name = self.store.files(key.job_id)[key.file_idx]["name"]
                         self._page_finished(key, name, number, failed)
             finally:
+                self.queue.done(key)
                 self._in_flight -= 1
                 self.metrics.in_flight.set(self._in_flight)
 
     async def _read(self, key: PageKey) -> None:
         job = self.store.job(key.job_id)
-        if job is None or job["state"] not in ("queued", "running"):
+        if job is None or job["state"] not in ACTIVE:
             return
         self.store.start(key.job_id)
         parse, numbers = stored_options(job)
@@ -301,9 +332,10 @@ class JobManager:
     ) -> PageResult:
         """The page's result, failed when it cannot be read: never an exception, since a
         page that raises would stay pending and its job would never end."""
-        path = self.store.input_path(key.job_id, key.file_idx)
         try:
-            page = await asyncio.to_thread(self.render_page, path, name, number, options)
+            page = await asyncio.to_thread(
+                self.render_page, key.job_id, key.file_idx, name, number, options
+            )
         except DotsOCRError as exc:
             return _failed(number, str(exc))
         except Exception as exc:  # a bug below us: this page fails, the job goes on
@@ -321,8 +353,13 @@ class JobManager:
             log.exception("page %d of %r (job %s) failed unexpectedly", number, name, key.job_id)
             return _failed(number, f"unexpected error reading the page ({_short(exc)})", page)
 
-    def render_page(self, path, name: str, number: int, options: ParseOptions) -> Page:
-        """Page ``number`` of a stored input, as the model sees it (blocking: PDFium)."""
+    def render_page(
+        self, job_id: str, file_idx: int, name: str, number: int, options: ParseOptions
+    ) -> Page:
+        """Page ``number`` of a stored input, as the model sees it (blocking: PDFium, and the
+        input fetched from S3 the first time)."""
+        path = self.store.input_file(job_id, file_idx)
+        self._fetched.add(job_id)
         with open_document(path, self._document_options(options, number), name=name) as doc:
             page = next(doc.pages())
         if not isinstance(page, Page):
@@ -331,7 +368,7 @@ class JobManager:
 
     def _complete(self, job_id: str) -> None:
         job = self.store.job(job_id)
-        if job is None or job["state"] not in ("queued", "running"):
+        if job is None or job["state"] not in ACTIVE:
             return
         counts = self.store.counts(job_id)
         files = self.store.files(job_id)
@@ -343,8 +380,10 @@ class JobManager:
         self._end(job, state, error)
 
     def _end(self, job: dict[str, Any], state: str, error: str | None) -> None:
-        """Record a job's end, then tell its watchers and its webhook."""
-        self.store.finish(job["id"], state, error)
+        """Record a job's end, then tell its watchers and its webhook: once, even when
+        several processes see its last page."""
+        if not self.store.finish(job["id"], state, error):
+            return
         self._finish_metrics(job["id"], state)
         self._publish(job["id"], {"event": "done", "state": state})
         if job["webhook"]:
@@ -372,15 +411,32 @@ class JobManager:
         for queue in self._watchers.get(job_id, _Watchers()).queues:
             queue.put_nowait(event)
 
+    def _notified(self, message: dict[str, str]) -> None:
+        """A note from the shared database: new work wakes our takers, a finished page or
+        job wakes that job's streams; a reconnection wakes all (notes may have been lost)."""
+        if "work" in message or "connected" in message:
+            self.queue.wake()
+        job_id = message.get("page") or message.get("done")
+        streams = self._wakers.values() if "connected" in message else [
+            self._wakers.get(job_id or "", set())
+        ]  # fmt: skip
+        for wakers in streams:
+            for wake in wakers:
+                wake.set()
+
     async def events(self, job_id: str) -> AsyncIterator[dict[str, Any]]:
         """Every page finished so far, then the rest as they finish, then ``done``."""
+        if self.store.shared:
+            async for event in self._shared_events(job_id):
+                yield event
+            return
         queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
         self._watchers.setdefault(job_id, _Watchers()).queues.append(queue)
         try:
             job = self.store.job(job_id)
             if job is None:
                 return
-            replay = await asyncio.to_thread(self._replay, job)  # reads every result so far
+            replay = (await asyncio.to_thread(self._replay, job))[0]  # every result so far
             for event in replay:
                 yield event
             seen = {(event["file"], event["page"]) for event in replay}
@@ -405,18 +461,60 @@ class JobManager:
                 if not watchers.queues:
                     del self._watchers[job_id]
 
-    def _replay(self, job: dict[str, Any]) -> list[dict[str, Any]]:
-        """The page events of a job's pages finished so far, in the order they finished."""
+    async def _shared_events(self, job_id: str) -> AsyncIterator[dict[str, Any]]:
+        """``events`` of a job that any process may be reading: the pages finished since
+        the last one sent, each time the database announces one (or at each keep-alive,
+        in case an announcement was lost)."""
+        wake = asyncio.Event()
+        self._wakers.setdefault(job_id, set()).add(wake)
+        after = sent = 0
+        known = False
+        try:
+            while True:
+                wake.clear()
+                job = self.store.job(job_id)  # read first: if it ended, all its pages did
+                if job is None:  # deleted, by a user or the retention sweep
+                    if known:
+                        yield {"event": "done", "state": "cancelled"}
+                    return
+                known = True
+                new, after = await asyncio.to_thread(self._replay, job, after, sent)
+                for event in new:
+                    yield event
+                sent += len(new)
+                if job["state"] not in ACTIVE:
+                    yield {"event": "done", "state": job["state"]}
+                    return
+                try:
+                    await asyncio.wait_for(wake.wait(), self.settings.event_keep_alive)
+                except TimeoutError:
+                    yield {"event": "keep-alive"}
+        finally:
+            wakers = self._wakers.get(job_id, set())
+            wakers.discard(wake)
+            if not wakers:
+                self._wakers.pop(job_id, None)
+
+    def _replay(
+        self, job: dict[str, Any], after: int = 0, sent: int = 0
+    ) -> tuple[list[dict[str, Any]], int]:
+        """The events of a job's pages finished so far, in the order they finished; for a
+        shared job only those after the one numbered ``after`` (and that number now)."""
         numbers = stored_options(job)[1]
         files = self.store.files(job["id"])
         total = sum(f["pages"] for f in files)
+        if self.store.shared:
+            rows = self.store.finished_after(job["id"], after)  # type: ignore[attr-defined]
+        else:
+            rows = [(key, state, 0) for key, state in self.store.finished_pages(job["id"])]
         events = []
-        for done, (key, state) in enumerate(self.store.finished_pages(job["id"]), start=1):
+        for done, (key, state, seq) in enumerate(rows, start=sent + 1):
+            after = seq
             number = numbers[key.file_idx][key.page_idx]
             result = self.store.result(key) or _failed(number, f"page {state}, result lost")
             name = files[key.file_idx]["name"]
             events.append(_page_event(key, name, number, result, done, total))
-        return events
+        return events, after
 
     async def wait(self, job_id: str, timeout: float) -> bool:
         """Until the job ends; False when ``timeout`` passed first."""
@@ -556,19 +654,32 @@ class JobManager:
         self.store.delete(job_id)
 
     async def _sweeper(self) -> None:
-        """Fail jobs past their time limit and remove results past their retention time."""
+        """Fail jobs past their time limit, end those whose last reader died between its
+        last page and the job's end, and remove results past their retention time."""
         while True:
-            now = time.time()
-            for job in self.store.active_jobs():
-                if job["started"] and now - job["started"] > self.settings.job_timeout:
-                    self.queue.remove(job["id"])
-                    limit = f"over the time limit of {self.settings.job_timeout:g} s"
-                    self._end(job, "failed", limit)
-            for job_id in self.store.expired(now - self.settings.retention_hours * 3600):
-                self.store.delete(job_id)
-            self.metrics.queue_depth.set(len(self.queue))
+            try:
+                self._sweep()
+            except StoreError as exc:
+                log.warning("sweep skipped: %s", exc)
             retention = self.settings.retention_hours * 3600
             await asyncio.sleep(min(CLEAN_EVERY, self.settings.job_timeout / 4, retention / 4))
+
+    def _sweep(self) -> None:
+        now = time.time()
+        active = self.store.active_jobs()
+        for job in active:
+            if job["started"] and now - job["started"] > self.settings.job_timeout:
+                self.queue.remove(job["id"])
+                limit = f"over the time limit of {self.settings.job_timeout:g} s"
+                self._end(job, "failed", limit)
+            elif self.store.shared and not self.store.counts(job["id"])["pending"]:
+                self._complete(job["id"])
+        for job_id in self.store.expired(now - self.settings.retention_hours * 3600):
+            self.store.delete(job_id)
+        for job_id in self._fetched - {job["id"] for job in active}:
+            self.store.forget_inputs(job_id)
+            self._fetched.discard(job_id)
+        self.metrics.queue_depth.set(len(self.queue))
 
 
 def stored_options(job: dict[str, Any]) -> tuple[ParseOptions, list[list[int]]]:

@@ -118,8 +118,8 @@ def page_image(
     found = _find(manager, job_id, file, number)
     if found is None:
         return None
-    path = manager.store.input_path(job_id, file)
-    image: Image.Image = manager.render_page(path, found.name, number, found.options).image
+    page = manager.render_page(job_id, file, found.name, number, found.options)
+    image: Image.Image = page.image
     if width and width < image.width:
         height = max(1, round(image.height * width / image.width))
         image = image.resize((width, height), Image.Resampling.LANCZOS)

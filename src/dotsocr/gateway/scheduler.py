@@ -2,15 +2,26 @@
 
 A key with a 3,000-page job and a key with a one-page request each get every other
 free slot, and two jobs of one key share that key's turns; so a small request waits
-for at most a round of the others, not for a whole large job.
+for at most a round of the others, not for a whole large job. One gateway keeps its
+queue in memory (FairQueue); shared jobs keep it in PostgreSQL (LeasedQueue), where the
+turns are numbers given at submission (``PostgresJobStore.create``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+import time
 from collections import OrderedDict, deque
+from typing import TYPE_CHECKING
 
-from dotsocr.gateway.store import PageKey
+from dotsocr.gateway.store import PageKey, StoreError
+
+if TYPE_CHECKING:
+    from dotsocr.gateway.postgres import PostgresJobStore
+
+log = logging.getLogger("dotsocr.gateway")
 
 
 class QueueFull(Exception):
@@ -81,3 +92,84 @@ class FairQueue:
         if not jobs:
             del self._owners[owner]
         return page
+
+    def done(self, page: PageKey) -> None:
+        """A page taken with ``get`` is finished with (read, or given up)."""
+
+
+class LeasedQueue:
+    """The queue of a job store shared through PostgreSQL, with FairQueue's interface.
+
+    Pages stay in the database; ``get`` claims one under a lease, which a background task
+    renews while the page is read and which ``done`` lets go of. The same task returns
+    expired leases (of workers that died) to the queue. Idle takers poll, and wake early
+    when the database announces work.
+    """
+
+    POLL = 1.0  # seconds between claims while nothing is waiting
+
+    def __init__(self, store: PostgresJobStore, limit: int) -> None:
+        self.store = store
+        self.limit = limit
+        self._held: set[PageKey] = set()
+        self._work = asyncio.Event()
+        self._closed = False
+        self._length = (0.0, 0)  # (when, count): counting is a query, asked often
+
+    def __len__(self) -> int:
+        if time.monotonic() - self._length[0] > 1.0:
+            with contextlib.suppress(StoreError):
+                self._length = (time.monotonic(), self.store.waiting())
+        return self._length[1]
+
+    def room(self) -> int:
+        return self.limit - len(self)
+
+    def add(self, owner: str, job_id: str, pages: list[PageKey], *, force: bool = False) -> None:
+        """The pages are queued already (``JobStore.create``); past the limit: QueueFull."""
+        self._length = (0.0, 0)
+        if not force and pages and len(self) > self.limit:
+            raise QueueFull
+
+    def remove(self, job_id: str) -> int:
+        return 0  # ending or deleting the job takes its pages out of the database's queue
+
+    def position(self, job_id: str) -> int | None:
+        return self.store.position(job_id)
+
+    def wake(self) -> None:
+        """Work may be waiting: idle takers claim now rather than at their next poll."""
+        self._work.set()
+
+    def close(self) -> None:
+        """Take no more pages (the worker is stopping); ``get`` waits for ever."""
+        self._closed = True
+
+    async def get(self) -> PageKey:
+        while True:
+            if not self._closed:
+                self._work.clear()
+                try:
+                    key = self.store.claim()
+                except StoreError as exc:
+                    log.warning("%s; claiming again in %.0f s", exc, self.POLL)
+                    key = None
+                if key is not None:
+                    self._held.add(key)
+                    return key
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._work.wait(), self.POLL)
+
+    def done(self, page: PageKey) -> None:
+        self._held.discard(page)
+
+    async def keep_leases(self) -> None:
+        """Renew our leases a few times per lease, and reclaim the expired ones of others."""
+        while True:
+            await asyncio.sleep(self.store.lease / 4)
+            try:
+                if self._held:
+                    self.store.renew()
+                self.store.reclaim()
+            except StoreError as exc:
+                log.warning("%s; leases not renewed", exc)

@@ -1,9 +1,11 @@
-"""Jobs that survive a crash: an SQLite database (WAL) and a folder of results.
+"""Jobs that survive a crash: a database of jobs and pages, and a store of their bytes.
 
-A page's result is written to its file first and marked done in the database after, in
-one transaction per page, so a crash between the two only means the page is read again;
-a page marked done always has its result. Uploaded files are stored under names we
-make; the names users gave are data, never paths.
+The database is SQLite (WAL) in the data folder for one gateway, or PostgreSQL shared by
+many (``postgres.py``); inputs and results go to a folder or an S3 bucket (``storage.py``).
+A page's result is written first and marked done in the database after, in one
+transaction per page, so a crash between the two only means the page is read again; a
+page marked done always has its result. Uploaded files are stored under names we make;
+the names users gave are data, never paths.
 """
 
 from __future__ import annotations
@@ -11,19 +13,22 @@ from __future__ import annotations
 import fcntl
 import json
 import secrets
-import shutil
 import sqlite3
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from dotsocr.errors import ConfigError
+from dotsocr.errors import ConfigError, DotsOCRError
+from dotsocr.gateway.storage import FolderStorage, Storage, open_storage
 from dotsocr.layout import PageResult
-from dotsocr.output import write_atomic
+
+if TYPE_CHECKING:
+    from dotsocr.config import GatewaySettings
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -69,59 +74,47 @@ class PageKey:
     page_idx: int
 
 
-class JobStore:
-    """Thread-safe access to the job database and the results folder."""
+class StoreError(DotsOCRError):
+    """The job database cannot be reached; the work waits for it rather than failing."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        root.mkdir(parents=True, exist_ok=True)
-        # One gateway per folder: two would both take up its unfinished jobs.
-        self._owner = (root / "gateway.lock").open("w")
-        try:
-            fcntl.flock(self._owner, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._owner.close()
-            raise ConfigError(
-                f"{root} is in use by another gateway: give each its own --data-dir "
-                "(several gateways sharing jobs need PostgreSQL)"
-            ) from None
-        self._lock = threading.Lock()
-        self._db = sqlite3.connect(root / "jobs.db", check_same_thread=False, isolation_level=None)
-        self._db.row_factory = sqlite3.Row
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")  # a 202 means the job survives power loss
-        self._db.execute("PRAGMA foreign_keys=ON")
-        self._db.executescript(SCHEMA)
 
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-        self._owner.close()  # and with it the folder's lock
+class JobStore(ABC):
+    """The jobs' database and bytes: the SQL here is plain enough for SQLite and PostgreSQL
+    (``?`` placeholders); a backend supplies ``_tx`` and ``_rows``."""
 
-    @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        with self._lock:
-            self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                self._db.execute("ROLLBACK")
-                raise
-            self._db.execute("COMMIT")
+    shared = False  # several processes share these jobs (and the queue lives in the database)
 
-    def _rows(self, sql: str, *args: Any) -> list[sqlite3.Row]:
-        with self._lock:
-            return self._db.execute(sql, args).fetchall()
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
 
-    # Paths: ours only.
-    def job_dir(self, job_id: str) -> Path:
-        return self.root / "jobs" / job_id
+    @abstractmethod
+    def close(self) -> None: ...
 
-    def input_path(self, job_id: str, file_idx: int) -> Path:
-        return self.job_dir(job_id) / "inputs" / f"{file_idx:04d}"
+    @abstractmethod
+    def _tx(self) -> AbstractContextManager[Any]:
+        """A transaction: ``execute(sql, args)`` and ``executemany`` on what it yields."""
 
-    def result_path(self, key: PageKey) -> Path:
-        return self.job_dir(key.job_id) / "pages" / f"{key.file_idx:04d}-{key.page_idx:05d}.json"
+    @abstractmethod
+    def _rows(self, sql: str, *args: Any) -> list[dict[str, Any]]: ...
+
+    # Names in the storage: ours only.
+    @staticmethod
+    def _job_prefix(job_id: str) -> str:
+        return f"jobs/{job_id}/"
+
+    def _input_name(self, job_id: str, file_idx: int) -> str:
+        return f"{self._job_prefix(job_id)}inputs/{file_idx:04d}"
+
+    def _result_name(self, key: PageKey) -> str:
+        return f"{self._job_prefix(key.job_id)}pages/{key.file_idx:04d}-{key.page_idx:05d}.json"
+
+    def input_file(self, job_id: str, file_idx: int) -> Path:
+        """A stored input as a file on this machine (fetched once from S3; blocking)."""
+        return self.storage.local(self._input_name(job_id, file_idx))
+
+    def forget_inputs(self, job_id: str) -> None:
+        """Drop this machine's copies of a job's inputs (S3 only)."""
+        self.storage.forget(self._job_prefix(job_id))
 
     # Writing.
     def new_job_id(self) -> str:
@@ -155,11 +148,8 @@ class JobStore:
                     [(job_id, idx, p) for p in range(pages)],
                 )
 
-    def save_input(self, job_id: str, file_idx: int, data: bytes) -> Path:
-        path = self.input_path(job_id, file_idx)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, data)
-        return path
+    def save_input(self, job_id: str, file_idx: int, data: bytes) -> None:
+        self.storage.put(self._input_name(job_id, file_idx), data)
 
     def start(self, job_id: str) -> None:
         with self._tx() as db:
@@ -170,13 +160,14 @@ class JobStore:
             )
 
     def save_result(self, key: PageKey, result: PageResult) -> bool:
-        """Write a page's result file (slow: call it from a thread); False when the job is
-        gone (cancelled meanwhile). The page counts as done only after ``mark_done``."""
-        if not self.job_dir(key.job_id).exists():
+        """Write a page's result (slow: call it from a thread); False when the job is gone
+        (cancelled meanwhile). The page counts as done only after ``mark_done``."""
+        if self.page_state(key) is None:
             return False
-        path = self.result_path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(path, result.model_dump_json())
+        self.storage.put(self._result_name(key), result.model_dump_json().encode())
+        if self.page_state(key) is None:  # deleted while we wrote: leave nothing behind
+            self.storage.remove(self._job_prefix(key.job_id))
+            return False
         return True
 
     def mark_done(self, key: PageKey, result: PageResult) -> bool:
@@ -196,27 +187,29 @@ class JobStore:
                 )
         return bool(changed)
 
-    def finish(self, job_id: str, state: str, error: str | None = None) -> None:
+    def finish(self, job_id: str, state: str, error: str | None = None) -> bool:
+        """End an active job; False when it had ended already (maybe by another process)."""
         with self._tx() as db:
-            db.execute(
-                "UPDATE jobs SET state=?, error=?, finished=? WHERE id=? AND state IN (?, ?)",
-                (state, error, time.time(), job_id, *ACTIVE),
+            return bool(
+                db.execute(
+                    "UPDATE jobs SET state=?, error=?, finished=? WHERE id=? AND state IN (?, ?)",
+                    (state, error, time.time(), job_id, *ACTIVE),
+                ).rowcount
             )
 
     def delete(self, job_id: str) -> None:
         with self._tx() as db:
             db.execute("DELETE FROM jobs WHERE id=?", (job_id,))
-        shutil.rmtree(self.job_dir(job_id), ignore_errors=True)
+        self.storage.remove(self._job_prefix(job_id))
+        self.storage.forget(self._job_prefix(job_id))
 
     # Reading.
     def job(self, job_id: str) -> dict[str, Any] | None:
         rows = self._rows("SELECT * FROM jobs WHERE id=?", job_id)
-        return dict(rows[0]) if rows else None
+        return rows[0] if rows else None
 
     def files(self, job_id: str) -> list[dict[str, Any]]:
-        return [
-            dict(r) for r in self._rows("SELECT * FROM files WHERE job_id=? ORDER BY idx", job_id)
-        ]
+        return self._rows("SELECT * FROM files WHERE job_id=? ORDER BY idx", job_id)
 
     def counts(self, job_id: str) -> dict[str, int]:
         rows = self._rows(
@@ -243,15 +236,12 @@ class JobStore:
         return [(PageKey(job_id, r["file_idx"], r["page_idx"]), r["state"]) for r in rows]
 
     def result(self, key: PageKey) -> PageResult | None:
-        try:
-            return PageResult.model_validate_json(self.result_path(key).read_bytes())
-        except FileNotFoundError:
-            return None
+        data = self.storage.get(self._result_name(key))
+        return None if data is None else PageResult.model_validate_json(data)
 
     def active_jobs(self) -> list[dict[str, Any]]:
         """Jobs to take up again after a restart, oldest first."""
-        rows = self._rows("SELECT * FROM jobs WHERE state IN (?, ?) ORDER BY created", *ACTIVE)
-        return [dict(r) for r in rows]
+        return self._rows("SELECT * FROM jobs WHERE state IN (?, ?) ORDER BY created", *ACTIVE)
 
     def jobs_of(self, owner: str, limit: int) -> list[str]:
         """The ids of an owner's newest jobs, newest first."""
@@ -277,3 +267,64 @@ class JobStore:
             "SELECT id FROM jobs WHERE state NOT IN (?, ?) AND finished < ?", *ACTIVE, older_than
         )
         return [r["id"] for r in rows]
+
+
+class SQLiteJobStore(JobStore):
+    """One gateway's jobs: SQLite in its data folder, which it locks."""
+
+    def __init__(self, root: Path, storage: Storage | None = None) -> None:
+        super().__init__(storage or FolderStorage(root))
+        root.mkdir(parents=True, exist_ok=True)
+        # One gateway per folder: two would both take up its unfinished jobs.
+        self._owner = (root / "gateway.lock").open("w")
+        try:
+            fcntl.flock(self._owner, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._owner.close()
+            raise ConfigError(
+                f"{root} is in use by another gateway: give each its own --data-dir "
+                "(several gateways sharing jobs need PostgreSQL: set DOTSOCR_DATABASE_URL)"
+            ) from None
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(root / "jobs.db", check_same_thread=False, isolation_level=None)
+        self._db.row_factory = sqlite3.Row
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")  # a 202 means the job survives power loss
+        self._db.execute("PRAGMA foreign_keys=ON")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+        self._owner.close()  # and with it the folder's lock
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _rows(self, sql: str, *args: Any) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(r) for r in self._db.execute(sql, args).fetchall()]
+
+
+def open_store(settings: GatewaySettings) -> JobStore:
+    """SQLite in the data folder, or PostgreSQL when DOTSOCR_DATABASE_URL is set; bytes in
+    the data folder unless DOTSOCR_STORAGE_URL names a shared folder or a bucket."""
+    cache = settings.data_dir / "cache"
+    storage = open_storage(settings.storage_url or settings.data_dir, cache)
+    storage.check()
+    if not settings.database_url:
+        return SQLiteJobStore(settings.data_dir, storage)
+    from dotsocr.gateway.postgres import PostgresJobStore
+
+    return PostgresJobStore(
+        settings.database_url, storage,
+        worker=settings.worker_name, lease=settings.lease_seconds,
+    )  # fmt: skip
