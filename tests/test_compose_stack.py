@@ -9,12 +9,14 @@ exports (tests/data/vllm_metrics, captured from vLLM 0.32.0).
 from __future__ import annotations
 
 import json
+import math
 import re
 import shutil
 import subprocess
 import sys
 import tomllib
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -30,6 +32,8 @@ DASHBOARD = DEPLOY / "grafana" / "dashboards" / "dotsocr.json"
 VLLM_METRICS = ROOT / "tests" / "data" / "vllm_metrics" / "vllm-0.32.0.txt"
 DOTSOCR = [sys.executable, "-m", "dotsocr"]
 CARD = ("--gpu-memory", "80GiB", "--compute-capability", "9.0")
+REPLICAS = ("--gpu-memory", "24GiB", "--compute-capability", "8.9", "--gpus", "2",
+            "--multi-gpu", "replicas", "--api-key", "k")  # fmt: skip
 # A metric name in PromQL: ours and vLLM's share these prefixes, nothing else does.
 METRIC = re.compile(r"\b(?:dotsocr_[a-z0-9_]+|vllm:[a-z0-9_:]+)")
 
@@ -134,9 +138,7 @@ def test_no_gateway_writes_vllm_alone(tmp_path):
 def test_one_server_per_gpu_gets_vllm_router_in_front(tmp_path):
     """Replicas: vllm-router spreads requests over them (least loaded of two, health
     checks), and the gateway talks to it; the file passes docker-compose's own check."""
-    replicas = ("--gpu-memory", "24GiB", "--compute-capability", "8.9", "--gpus", "2",
-                "--multi-gpu", "replicas", "--api-key", "k")  # fmt: skip
-    document, _ = _compose(tmp_path, *replicas)
+    document, _ = _compose(tmp_path, *REPLICAS)
     services = document["services"]
     assert {"vllm-0", "vllm-1", "router", "gateway"} <= set(services)
     router = services["router"]
@@ -153,6 +155,107 @@ def test_one_server_per_gpu_gets_vllm_router_in_front(tmp_path):
     assert (ROOT / "deploy" / "router" / "Dockerfile").read_text().count("vllm-router==") == 1
 
 
+def _plan_in_flight(*args: str) -> int:
+    """What the servers of the plan batch together: --max-num-seqs per data-parallel rank,
+    over every server."""
+    result = subprocess.run(
+        [*DOTSOCR, "plan", *args, "--json"], capture_output=True, text=True, check=True
+    )
+    plan = json.loads(result.stdout)
+    flags = {c["flag"]: c["value"] for c in plan["choices"]}
+    ranks = int(flags.get("--data-parallel-size") or 1)
+    return int(flags["--max-num-seqs"]) * ranks * len(plan["servers"])
+
+
+@pytest.fixture(scope="module", params=[CARD, REPLICAS], ids=["one-gpu", "replicas"])
+def worker_stack(request, tmp_path_factory) -> tuple[dict, tuple[str, ...]]:
+    folder = tmp_path_factory.mktemp("compose-workers")
+    document, _ = _compose(folder, *request.param, "--workers", "3")
+    return document, request.param
+
+
+def test_workers_read_the_pages_of_jobs_shared_through_postgres(worker_stack):
+    """--workers: a PostgreSQL service holds the jobs, the gateway only takes and serves
+    them, and N `dotsocr worker` replicas of the gateway's image read the pages through
+    the same server the gateway would use; the file passes docker-compose's own check."""
+    document, args = worker_stack
+    services = document["services"]
+    gateway, worker, postgres = services["gateway"], services["worker"], services["postgres"]
+    server = "router" if "router" in services else "vllm"
+    assert server == ("router" if "replicas" in args else "vllm")
+
+    assert worker["command"] == ["dotsocr", "worker"]
+    assert worker["deploy"]["replicas"] == 3
+    assert worker["image"] == gateway["image"] and worker["build"] == gateway["build"]
+    assert "ports" not in worker  # replicas cannot share a host port
+
+    env, gateway_env = worker["environment"], gateway["environment"]
+    url = urlsplit(env["DOTSOCR_DATABASE_URL"])
+    assert url.scheme == "postgresql" and url.hostname == "postgres" and url.port == 5432
+    assert url.path == "/dotsocr" and url.username == "dotsocr"
+    assert url.password == "${POSTGRES_PASSWORD:-dotsocr}"  # Compose fills it in
+    assert gateway_env["DOTSOCR_DATABASE_URL"] == env["DOTSOCR_DATABASE_URL"]
+    assert postgres["environment"]["POSTGRES_PASSWORD"] == url.password
+    assert postgres["environment"]["POSTGRES_USER"] == url.username
+    assert postgres["environment"]["POSTGRES_DB"] == url.path[1:]
+    assert postgres["image"].startswith("postgres:")
+    assert "ports" not in postgres  # the Compose network only
+
+    # The server the gateway would read with, by service name and container port.
+    assert env["DOTSOCR_SERVER_URL"] == gateway_env["DOTSOCR_SERVER_URL"]
+    assert env["DOTSOCR_SERVER_URL"] == f"http://{server}:8000"
+    if server == "router":
+        command = services["router"]["command"]
+        assert command[command.index("--port") + 1] == "8000"
+        assert env["DOTSOCR_SERVER_API_KEY"] == gateway_env["DOTSOCR_SERVER_API_KEY"]
+        assert "DOTSOCR_API_KEYS" not in env  # clients talk to the gateway only
+    else:
+        assert services["vllm"]["ports"][0].endswith(":8000")
+    for key in ("DOTSOCR_ENGINE", "DOTSOCR_MODEL", "DOTSOCR_MAX_PIXELS"):
+        assert env[key] == gateway_env[key], key
+    assert env["DOTSOCR_HOST"] == "0.0.0.0"  # the metrics port, reachable by Prometheus
+    assert gateway_env["DOTSOCR_READ_PAGES"] == "false"
+    assert "DOTSOCR_READ_PAGES" not in env
+
+    # Three workers together keep every server's batch full, and not much more.
+    total = _plan_in_flight(*[a for a in args if a not in ("--api-key", "k")])
+    in_flight = env["DOTSOCR_MAX_IN_FLIGHT"]
+    assert in_flight == math.ceil(total / 3)
+    assert 3 * in_flight >= total > 3 * (in_flight - 1)
+
+    # The inputs and results: one named volume, at the same path, in both.
+    named = {v.split(":")[0]: v.split(":")[1] for v in gateway["volumes"]}
+    assert {v.split(":")[0]: v.split(":")[1] for v in worker["volumes"]} == named
+    assert named == {"dotsocr-data": "/data"} and "dotsocr-data" in document["volumes"]
+    assert env["DOTSOCR_DATA_DIR"] == gateway_env["DOTSOCR_DATA_DIR"] == "/data"
+    assert "postgres-data:/var/lib/postgresql/data" in postgres["volumes"]
+    assert "postgres-data" in document["volumes"]
+
+    # Started in order: PostgreSQL and the server healthy first.
+    assert "pg_isready" in postgres["healthcheck"]["test"][1]
+    healthy = {"condition": "service_healthy"}
+    assert worker["depends_on"] == {server: healthy, "postgres": healthy}
+    assert gateway["depends_on"] == {server: healthy, "postgres": healthy}
+    assert worker["restart"] == postgres["restart"] == "unless-stopped"
+    # Longer than the worker's own --grace (30 s), so it finishes its pages before a SIGKILL.
+    assert int(worker["stop_grace_period"].removesuffix("s")) > 30
+
+
+def test_without_workers_the_gateway_keeps_its_own_jobs(stack):
+    document, _ = stack
+    services = document["services"]
+    assert "postgres" not in services and "worker" not in services
+    env = services["gateway"]["environment"]
+    assert "DOTSOCR_DATABASE_URL" not in env and "DOTSOCR_READ_PAGES" not in env
+    assert "postgres-data" not in document["volumes"]
+
+
+def test_workers_without_the_gateway_is_a_usage_error(tmp_path):
+    _, stderr = _compose(tmp_path, *CARD, "--workers", "2", "--no-gateway", code=2)
+    assert stderr.startswith("error: --workers") and stderr.count("\n") == 1, stderr
+    assert not (tmp_path / "docker-compose.yml").exists()
+
+
 def test_the_dockerfile_installs_the_package_and_serves_the_gateway():
     lines = [
         line.strip()
@@ -160,7 +263,9 @@ def test_the_dockerfile_installs_the_package_and_serves_the_gateway():
         if line.strip() and not line.lstrip().startswith("#")
     ]
     assert lines[0] == "FROM python:3.11-slim"
-    assert any(line.startswith("RUN pip install .") for line in lines)
+    # The package with the PostgreSQL driver: the same image runs `dotsocr worker`.
+    install = next(line for line in lines if line.startswith("RUN pip install "))
+    assert install.split()[3].strip("\"'") == ".[cluster]"
     cmd = next(line for line in lines if line.startswith("CMD "))
     assert json.loads(cmd[4:]) == ["dotsocr", "gateway", "--host", "0.0.0.0"]
     assert "EXPOSE 8080" in lines
@@ -171,6 +276,8 @@ def test_the_dockerfile_installs_the_package_and_serves_the_gateway():
     hatch = project["tool"]["hatch"]["build"]["targets"]["wheel"]
     needed = {project["project"]["readme"], *hatch["force-include"], "src", "pyproject.toml"}
     assert needed <= copied
+    cluster = project["project"]["optional-dependencies"]["cluster"]
+    assert any(requirement.startswith("psycopg[") for requirement in cluster)
 
 
 def test_prometheus_scrapes_the_gateway_and_vllm_by_service_name(stack):
@@ -179,6 +286,7 @@ def test_prometheus_scrapes_the_gateway_and_vllm_by_service_name(stack):
     targets = {
         job["job_name"]: [t for group in job["static_configs"] for t in group["targets"]]
         for job in config["scrape_configs"]
+        if "static_configs" in job
     }
     assert targets == {"dotsocr-gateway": ["gateway:8080"], "vllm": ["vllm:8000"]}
     assert all(
@@ -188,6 +296,22 @@ def test_prometheus_scrapes_the_gateway_and_vllm_by_service_name(stack):
     for target in ("gateway:8080", "vllm:8000"):
         name, port = target.split(":")
         assert any(p.endswith(f":{port}") for p in document["services"][name]["ports"])
+
+
+def test_prometheus_finds_every_worker_replica_by_dns():
+    """One scrape job over all the ``worker`` replicas: Compose's DNS answers the service
+    name with each replica's address; without workers the name resolves to nothing."""
+    from dotsocr.config import GatewaySettings
+
+    config = yaml.safe_load((DEPLOY / "prometheus.yml").read_text())
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    assert list(jobs) == ["dotsocr-gateway", "vllm", "dotsocr-worker"]
+    worker = jobs["dotsocr-worker"]
+    assert "static_configs" not in worker
+    (sd,) = worker["dns_sd_configs"]
+    assert sd["names"] == ["worker"] and sd["type"] == "A"
+    assert sd["port"] == GatewaySettings().metrics_port == 9090  # the worker's default
+    assert worker.get("metrics_path", "/metrics") == "/metrics"
 
 
 def test_grafana_reads_prometheus_and_the_dashboard_from_its_mounts(stack):

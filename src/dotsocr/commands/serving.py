@@ -372,6 +372,15 @@ def compose_command(
             "Grafana (default: on, unless one server per GPU).",
         ),
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            min=0,
+            help="Read pages in this many `dotsocr worker` replicas sharing the jobs through "
+            "a PostgreSQL service; the gateway only takes and serves jobs (needs the gateway).",
+        ),
+    ] = 0,
 ) -> None:
     """Write a docker-compose.yml running vLLM with the plan, a GPU reservation and a health
     check, and in front of it the gateway with Prometheus and Grafana. Plan for the
@@ -381,8 +390,13 @@ def compose_command(
 
     import yaml
 
+    from dotsocr.errors import ConfigError
     from dotsocr.output import write_atomic
     from dotsocr.serve.docker import IMAGE, add_gateway, compose
+
+    if workers and gateway is False:
+        # The workers share the gateway's job store and its volume: nothing to read alone.
+        raise ConfigError("--workers needs the gateway: drop --no-gateway or --workers")
 
     plan = _plan(
         model=model, device=Device.auto, gpu_memory=gpu_memory,
@@ -398,11 +412,17 @@ def compose_command(
     )
     if gateway is not False:
         source = Path(os.path.relpath(Path.cwd(), output.resolve().parent)).as_posix()
-        add_gateway(document, plan, source=source)
+        add_gateway(document, plan, source=source, workers=workers)
         header += (
             "# Gateway: http://localhost:8080/docs; Grafana: http://localhost:3000 (admin, "
             "password GRAFANA_ADMIN_PASSWORD or admin); Prometheus: http://localhost:9090\n"
         )
+        if workers:
+            header += (
+                f"# Workers: {workers} x `dotsocr worker` (more: docker compose up -d --scale "
+                "worker=N); the jobs in PostgreSQL:\n# user and database dotsocr, password "
+                "POSTGRES_PASSWORD or dotsocr (URL-safe; set it before the first start)\n"
+            )
         if not (Path.cwd() / "Dockerfile").is_file():
             typer.echo(
                 f"note: no Dockerfile in {Path.cwd()}: run this in the dotsocr source tree, or "

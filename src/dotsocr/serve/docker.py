@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import math
 import os
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -162,8 +164,58 @@ def _router(workers: list[str], deploy: str) -> dict[str, Any]:
     return service
 
 
+# Shared jobs (--workers): PostgreSQL holds the queue, the named volume dotsocr-data at /data
+# in the gateway and every worker holds the inputs and results (DOTSOCR_STORAGE_URL defaults
+# to the data folder, so one volume is the shared folder).
+POSTGRES_IMAGE = "postgres:16"
+POSTGRES_PASSWORD = "${POSTGRES_PASSWORD:-dotsocr}"  # Compose fills it in; URL-safe characters
+DATABASE_URL = f"postgresql://dotsocr:{POSTGRES_PASSWORD}@postgres:5432/dotsocr"
+# Over TCP: the image's first-start initdb runs a server on the Unix socket only, which a
+# socket pg_isready would call ready before the real server listens.
+POSTGRES_HEALTH = "pg_isready -h 127.0.0.1 -U dotsocr -d dotsocr"
+WORKER_GRACE = "45s"  # past `dotsocr worker`'s own --grace (30 s) to finish its pages
+
+
+def _postgres() -> dict[str, Any]:
+    """The job store the gateway and the workers share; not published on the host."""
+    return {
+        "image": POSTGRES_IMAGE,
+        "environment": {
+            "POSTGRES_USER": "dotsocr",
+            "POSTGRES_DB": "dotsocr",
+            "POSTGRES_PASSWORD": POSTGRES_PASSWORD,
+        },
+        "volumes": ["postgres-data:/var/lib/postgresql/data"],
+        "restart": "unless-stopped",
+        "healthcheck": {
+            "test": ["CMD-SHELL", POSTGRES_HEALTH],
+            "interval": "5s",
+            "timeout": "5s",
+            "retries": 10,
+            "start_period": "30s",
+        },
+    }
+
+
+def _in_flight(plan: LaunchPlan, workers: int) -> int | None:
+    """Pages each worker keeps in flight so that the workers together fill every server's
+    batch: the servers' --max-num-seqs (per data-parallel rank) over the workers, rounded up.
+    None when the plan sets no --max-num-seqs."""
+    seqs = plan.value("--max-num-seqs")
+    if seqs is None:
+        return None
+    ranks = int(plan.value("--data-parallel-size") or 1)  # each rank batches on its own
+    total = int(seqs) * ranks * len(plan.servers)
+    return max(1, math.ceil(total / workers))
+
+
 def add_gateway(
-    document: dict[str, Any], plan: LaunchPlan, *, source: str = ".", port: int = GATEWAY_PORT
+    document: dict[str, Any],
+    plan: LaunchPlan,
+    *,
+    source: str = ".",
+    port: int = GATEWAY_PORT,
+    workers: int = 0,
 ) -> dict[str, Any]:
     """Add the gateway, Prometheus and Grafana to a ``compose()`` document, in place.
 
@@ -173,10 +225,13 @@ def add_gateway(
         source: the dotsocr source tree, relative to the compose file: it holds the
             Dockerfile the gateway is built from and ``deploy/`` (Prometheus and Grafana).
         port: the gateway's port on the host.
+        workers: how many ``dotsocr worker`` replicas read the pages; from 1 the jobs move
+            to a ``postgres`` service, and the gateway only takes and serves them, so that
+            page reading scales apart from the API (``docker compose up --scale worker=N``).
 
     Returns:
-        ``document``, with services ``gateway``, ``prometheus`` and ``grafana`` and their
-        named volumes.
+        ``document``, with services ``gateway``, ``prometheus`` and ``grafana`` (and
+        ``postgres`` and ``worker`` with workers) and their named volumes.
 
     With one server per GPU, a ``router`` service (vllm-router, built from
     deploy/router) spreads requests over them and the gateway talks to it.
@@ -186,10 +241,10 @@ def add_gateway(
     root = str(PurePosixPath(source))
     deploy = f"{root if root.startswith(('/', '.')) else './' + root}/deploy"
     services = document["services"]
-    workers = [name for name in services if name.startswith("vllm")]
+    backends = [name for name in services if name.startswith("vllm")]
     server = "vllm"
-    if workers != ["vllm"]:
-        services["router"] = _router(workers, deploy)
+    if backends != ["vllm"]:
+        services["router"] = _router(backends, deploy)
         server = "router"
     environment: dict[str, Any] = {
         "DOTSOCR_ENGINE": "server",
@@ -199,18 +254,28 @@ def add_gateway(
     }
     if plan.max_pixels:
         environment["DOTSOCR_MAX_PIXELS"] = plan.max_pixels
+    # What reading pages needs; the workers get it too (they take no client keys).
+    reading = dict(environment)
     if "VLLM_API_KEY" in plan.env:
         # One key for the stack, from the environment: the gateway sends it to vLLM and
         # asks it of its own clients.
         key = "${DOTSOCR_API_KEY:?set DOTSOCR_API_KEY}"
         environment.update(DOTSOCR_SERVER_API_KEY=key, DOTSOCR_API_KEYS=key)
+        reading["DOTSOCR_SERVER_API_KEY"] = key
+    depends_on: dict[str, Any] = {server: {"condition": "service_healthy"}}
+    if workers:
+        services["postgres"] = _postgres()
+        depends_on["postgres"] = {"condition": "service_healthy"}
+        # The gateway takes jobs and serves results; the workers read the pages.
+        environment.update(DOTSOCR_DATABASE_URL=DATABASE_URL, DOTSOCR_READ_PAGES="false")
+    build = {"context": source, "dockerfile": "Dockerfile"}
     services["gateway"] = {
-        "build": {"context": source, "dockerfile": "Dockerfile"},
+        "build": build,
         "image": "dotsocr-gateway",
         "environment": environment,
         "ports": [f"{port}:{GATEWAY_PORT}"],
         "volumes": ["dotsocr-data:/data"],
-        "depends_on": {server: {"condition": "service_healthy"}},
+        "depends_on": depends_on,
         "restart": "unless-stopped",
         "healthcheck": {
             "test": ["CMD-SHELL", GATEWAY_HEALTH],
@@ -220,6 +285,23 @@ def add_gateway(
             "start_period": "30s",
         },
     }
+    if workers:
+        reading.update(DOTSOCR_DATABASE_URL=DATABASE_URL, DOTSOCR_HOST="0.0.0.0")
+        in_flight = _in_flight(plan, workers)
+        if in_flight is not None:  # else the default, as the gateway's (16)
+            reading["DOTSOCR_MAX_IN_FLIGHT"] = in_flight
+        # Copies, not the gateway's objects: YAML would write shared ones as &anchors.
+        services["worker"] = {
+            "build": dict(build),
+            "image": "dotsocr-gateway",  # the gateway's image has `dotsocr worker` too
+            "command": ["dotsocr", "worker"],  # metrics on 9090: deploy/prometheus.yml
+            "environment": reading,
+            "volumes": ["dotsocr-data:/data"],  # the gateway's: the shared inputs and results
+            "depends_on": copy.deepcopy(depends_on),
+            "deploy": {"replicas": workers},
+            "restart": "unless-stopped",
+            "stop_grace_period": WORKER_GRACE,
+        }
     services["prometheus"] = {
         "image": PROMETHEUS_IMAGE,
         "command": [
@@ -250,7 +332,8 @@ def add_gateway(
         "depends_on": ["prometheus"],
         "restart": "unless-stopped",
     }
-    document.setdefault("volumes", {}).update(
-        {"dotsocr-data": {}, "prometheus-data": {}, "grafana-data": {}}
-    )
+    volumes = {"dotsocr-data": {}, "prometheus-data": {}, "grafana-data": {}}
+    if workers:
+        volumes["postgres-data"] = {}
+    document.setdefault("volumes", {}).update(volumes)
     return document
