@@ -197,5 +197,8 @@ def test_worker_and_gateway_refuse_bad_settings_in_one_line(tmp_path):
     assert no_db.stderr.strip().count("\n") == 0 and "DOTSOCR_DATABASE_URL" in no_db.stderr
     mysql = run("worker", DOTSOCR_DATABASE_URL="mysql://x@h/db")
     assert mysql.returncode == 2 and "PostgreSQL URL" in mysql.stderr
+    bare = run("worker", DOTSOCR_DATABASE_URL="me:s3cret@db/jobs")
+    assert bare.returncode == 2 and "PostgreSQL URL" in bare.stderr
+    assert "s3cret" not in bare.stderr
     alone = run("gateway", "--data-dir", str(tmp_path), DOTSOCR_READ_PAGES="false")
     assert alone.returncode == 2 and "no worker could read" in alone.stderr

@@ -87,15 +87,41 @@ def test_an_expired_lease_goes_back_and_the_page_counts_once(open_store):
     assert slow.counts(job_id) == {"pending": 0, "done": 1, "failed": 0}
 
 
-def test_a_renewed_lease_is_kept(open_store):
+def test_only_the_pages_being_read_are_renewed(open_store):
+    """The holder renews the page it reads; the one it gave up (or a predecessor of the
+    same name held) expires and goes back to the queue."""
     holder, other = open_store("holder", lease=0.6), open_store("other")
-    job(holder, "alice", 1)
-    key = holder.claim()
+    job(holder, "alice", 2)
+    reading, given_up = holder.claim(), holder.claim()
     for _ in range(4):
         time.sleep(0.3)
-        assert holder.renew() == 1
-        assert other.reclaim() == 0
-    assert holder.mark_done(key, read(0)) is True
+        assert holder.renew({reading}) == 1
+        other.reclaim()
+    assert other.claim() == given_up
+    assert holder.mark_done(reading, read(0)) is True
+
+
+def test_a_page_given_up_goes_back_at_once(open_store):
+    holder, other = open_store("holder"), open_store("other")
+    job(holder, "alice", 2)
+    first, second = holder.claim(), holder.claim()
+    holder.mark_done(first, read(0))
+    assert holder.release(first) == 0  # recorded: stays recorded
+    assert holder.release(second) == 1
+    assert other.claim() == second
+
+
+def test_a_slow_reader_does_not_overwrite_the_recorded_result(open_store):
+    slow, other = open_store("slow", lease=0.3), open_store("other")
+    job(slow, "alice", 1)
+    key = slow.claim()
+    time.sleep(0.5)
+    other.reclaim()
+    assert other.claim() == key
+    recorded = read(0, tokens=7)
+    assert other.save_result(key, recorded) and other.mark_done(key, recorded)
+    assert slow.save_result(key, read(0, tokens=99)) is False
+    assert other.result(key).prompt_tokens == 7
 
 
 def test_a_late_answer_is_taken_while_nobody_else_has_the_page(open_store):

@@ -144,9 +144,10 @@ class GatewaySettings(BaseSettings):
                 "database no worker could read this gateway's pages"
             )
         if self.database_url and not self.database_url.startswith(("postgresql://", "postgres://")):
-            raise ConfigError(
-                f"DOTSOCR_DATABASE_URL must be a PostgreSQL URL (postgresql://user:password@"
-                f"host:5432/db), not {self.database_url.split('://')[0]}://..."
+            scheme = self.database_url.split("://")[0] if "://" in self.database_url else ""
+            raise ConfigError(  # never the rest of it: it may hold the password
+                "DOTSOCR_DATABASE_URL must be a PostgreSQL URL (postgresql://user:password@"
+                f"host:5432/db), not {f'{scheme}://...' if scheme else 'what it is now'}"
             )
 
     @property

@@ -113,6 +113,8 @@ class JobManager:
             self.engine_error = None  # nothing to connect: workers read the pages
 
     async def stop(self) -> None:
+        if self._webhooks:  # only this process calls them: give them a moment to land
+            await asyncio.wait(self._webhooks, timeout=10)
         tasks = [*self._tasks, self._connecting] if self._connecting else self._tasks
         for task in tasks:
             task.cancel()
@@ -162,7 +164,8 @@ class JobManager:
     def embedded(self) -> bool:
         """Pages go to the embedded CPU engine, not a model server."""
         s = self.settings
-        return s.engine == "cpu" or (s.engine == "auto" and not s.server_url)
+        reads = s.engine == "cpu" or (s.engine == "auto" and not s.server_url)
+        return reads and s.read_pages  # a gateway that reads nothing leaves it to workers
 
     @property
     def model(self) -> str:
@@ -230,7 +233,12 @@ class JobManager:
                 "documents or select pages",
             )  # fmt: skip
         record = {**options.model_dump(), "page_numbers": numbers}
-        self.store.create(job_id, owner, record, files, webhook)
+        self._fetched.add(job_id)  # _select read the inputs: a copy here if they are in S3
+        try:
+            self.store.create(job_id, owner, record, files, webhook)
+        except BaseException:  # the database is down: leave no inputs behind
+            self.store.delete(job_id)
+            raise
         try:
             self.queue.add(owner, job_id, self.store.pending(job_id))
         except QueueFull:
@@ -290,7 +298,7 @@ class JobManager:
                         name = self.store.files(key.job_id)[key.file_idx]["name"]
                         self._page_finished(key, name, number, failed)
             finally:
-                self.queue.done(key)
+                await self.queue.done(key)
                 self._in_flight -= 1
                 self.metrics.in_flight.set(self._in_flight)
 
@@ -647,8 +655,7 @@ class JobManager:
         self.queue.remove(job_id)
         self.metrics.queue_depth.set(len(self.queue))
         job = self.store.job(job_id)
-        if job and job["state"] in ("queued", "running"):
-            self.store.finish(job_id, "cancelled")
+        if job and job["state"] in ACTIVE and self.store.finish(job_id, "cancelled"):
             self.metrics.jobs.labels("cancelled").inc()
             self._publish(job_id, {"event": "done", "state": "cancelled"})
         self.store.delete(job_id)
@@ -661,6 +668,8 @@ class JobManager:
                 self._sweep()
             except StoreError as exc:
                 log.warning("sweep skipped: %s", exc)
+            except Exception:  # the storage, a bug: the next sweep tries again
+                log.exception("sweep failed")
             retention = self.settings.retention_hours * 3600
             await asyncio.sleep(min(CLEAN_EVERY, self.settings.job_timeout / 4, retention / 4))
 

@@ -15,7 +15,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
@@ -72,6 +72,13 @@ CREATE INDEX IF NOT EXISTS pages_leases ON pages(lease_until) WHERE state = 'lea
 CREATE INDEX IF NOT EXISTS pages_finished ON pages(job_id, seq) WHERE seq IS NOT NULL;
 """
 SCHEMA_LOCK = 0x646F74736F6372  # pg_advisory_xact_lock: one process creates the schema
+# A database that stops answering (a dropped network, a stuck lock) fails a call within
+# seconds instead of holding the process for minutes.
+CONNECTION = {
+    "connect_timeout": 5,
+    "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3,
+    "options": "-c statement_timeout=15000 -c lock_timeout=5000",
+}  # fmt: skip
 
 
 def _pg(sql: str) -> str:
@@ -116,7 +123,7 @@ class PostgresJobStore(JobStore):
         self._errors = (psycopg.OperationalError, psycopg.InterfaceError)
         self.pool = ConnectionPool(
             url, min_size=1, max_size=8, timeout=5.0, open=False,
-            kwargs={"autocommit": True, "row_factory": dict_row},
+            kwargs={"autocommit": True, "row_factory": dict_row, **CONNECTION},
         )  # fmt: skip
         try:
             self.pool.open(wait=True, timeout=10.0)
@@ -245,13 +252,18 @@ class PostgresJobStore(JobStore):
             ).fetchone()
         return PageKey(row["job_id"], row["file_idx"], row["page_idx"]) if row else None
 
-    def renew(self) -> int:
-        """Extend the leases this worker holds; how many it still holds."""
+    def renew(self, keys: Collection[PageKey]) -> int:
+        """Extend the leases of the pages this process is reading (only those: a page it
+        gave up, or one a predecessor of the same name held, must expire); how many it
+        still holds."""
         with self._tx() as db:
             return db.execute(
-                f"UPDATE pages SET lease_until={NOW} + ? WHERE state='leased' AND worker=?",
-                (self.lease, self.worker),
-            ).rowcount
+                f"UPDATE pages SET lease_until={NOW} + ? WHERE state='leased' AND worker=? "
+                "AND (job_id, file_idx, page_idx) IN "
+                "(SELECT * FROM unnest(?::text[], ?::int[], ?::int[]))",
+                (self.lease, self.worker, [k.job_id for k in keys],
+                 [k.file_idx for k in keys], [k.page_idx for k in keys]),
+            ).rowcount  # fmt: skip
 
     def reclaim(self) -> int:
         """Put pages whose leases ran out (their workers died) back in the queue."""
@@ -264,13 +276,15 @@ class PostgresJobStore(JobStore):
                 self._notify(db, work="reclaimed")
         return count
 
-    def release(self) -> int:
-        """Give this worker's leased pages back to the queue (on a clean stop)."""
+    def release(self, key: PageKey | None = None) -> int:
+        """Give a page this worker leased back to the queue (it gave up on it), or all of
+        them (on a clean stop); a page recorded meanwhile stays recorded."""
+        only = " AND job_id=? AND file_idx=? AND page_idx=?" if key else ""
         with self._tx() as db:
             count = db.execute(
                 "UPDATE pages SET state='pending', worker=NULL, lease_until=NULL "
-                "WHERE state='leased' AND worker=?",
-                (self.worker,),
+                f"WHERE state='leased' AND worker=?{only}",
+                (self.worker, *((key.job_id, key.file_idx, key.page_idx) if key else ())),
             ).rowcount
             if count:
                 self._notify(db, work="released")
@@ -298,7 +312,9 @@ class PostgresJobStore(JobStore):
         delay = 1.0
         while True:
             try:
-                conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
+                conn = await psycopg.AsyncConnection.connect(
+                    self.url, autocommit=True, **CONNECTION
+                )
                 async with conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
                     on_message({"connected": ""})
@@ -319,6 +335,17 @@ class PostgresJobStore(JobStore):
     def page_state(self, key: PageKey) -> str | None:
         state = super().page_state(key)
         return "pending" if state in ("leased", "stopped") else state
+
+    def _writable(self, key: PageKey) -> bool:
+        """Still ours to record: a slow reader whose lease ran out must not overwrite the
+        result another recorded meanwhile."""
+        return bool(
+            self._rows(
+                "SELECT 1 FROM pages WHERE job_id=? AND file_idx=? AND page_idx=? "
+                "AND (state='pending' OR (state='leased' AND worker=?))",
+                key.job_id, key.file_idx, key.page_idx, self.worker,
+            )
+        )  # fmt: skip
 
     def finished_pages(self, job_id: str, after: int = 0) -> list[tuple[PageKey, str]]:
         return [(key, state) for key, state, _ in self.finished_after(job_id, after)]

@@ -93,7 +93,7 @@ class FairQueue:
             del self._owners[owner]
         return page
 
-    def done(self, page: PageKey) -> None:
+    async def done(self, page: PageKey) -> None:
         """A page taken with ``get`` is finished with (read, or given up)."""
 
 
@@ -106,7 +106,8 @@ class LeasedQueue:
     when the database announces work.
     """
 
-    POLL = 1.0  # seconds between claims while nothing is waiting
+    POLL = 5.0  # seconds between claims while idle: a backstop, NOTIFY wakes takers first
+    BACKOFF = 5.0  # after the database failed a claim, everyone waits this long
 
     def __init__(self, store: PostgresJobStore, limit: int) -> None:
         self.store = store
@@ -115,6 +116,7 @@ class LeasedQueue:
         self._work = asyncio.Event()
         self._closed = False
         self._length = (0.0, 0)  # (when, count): counting is a query, asked often
+        self._down_until = 0.0
 
     def __len__(self) -> int:
         if time.monotonic() - self._length[0] > 1.0:
@@ -146,13 +148,17 @@ class LeasedQueue:
         self._closed = True
 
     async def get(self) -> PageKey:
+        """Claims run in threads: a database that is slow to answer holds one taker, not
+        the event loop."""
         while True:
-            if not self._closed:
+            if not self._closed and time.monotonic() >= self._down_until:
                 self._work.clear()
                 try:
-                    key = self.store.claim()
+                    key = await asyncio.to_thread(self.store.claim)
                 except StoreError as exc:
-                    log.warning("%s; claiming again in %.0f s", exc, self.POLL)
+                    if time.monotonic() >= self._down_until:
+                        log.warning("%s; claiming again in %.0f s", exc, self.BACKOFF)
+                    self._down_until = time.monotonic() + self.BACKOFF
                     key = None
                 if key is not None:
                     self._held.add(key)
@@ -160,8 +166,11 @@ class LeasedQueue:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._work.wait(), self.POLL)
 
-    def done(self, page: PageKey) -> None:
+    async def done(self, page: PageKey) -> None:
+        """Let go of a page: recorded, or given up, and then back in the queue now."""
         self._held.discard(page)
+        with contextlib.suppress(StoreError):  # else its lease expires: read again later
+            await asyncio.to_thread(self.store.release, page)
 
     async def keep_leases(self) -> None:
         """Renew our leases a few times per lease, and reclaim the expired ones of others."""
@@ -169,7 +178,7 @@ class LeasedQueue:
             await asyncio.sleep(self.store.lease / 4)
             try:
                 if self._held:
-                    self.store.renew()
-                self.store.reclaim()
+                    await asyncio.to_thread(self.store.renew, set(self._held))
+                await asyncio.to_thread(self.store.reclaim)
             except StoreError as exc:
                 log.warning("%s; leases not renewed", exc)

@@ -162,7 +162,7 @@ class JobStore(ABC):
     def save_result(self, key: PageKey, result: PageResult) -> bool:
         """Write a page's result (slow: call it from a thread); False when the job is gone
         (cancelled meanwhile). The page counts as done only after ``mark_done``."""
-        if self.page_state(key) is None:
+        if not self._writable(key):
             return False
         self.storage.put(self._result_name(key), result.model_dump_json().encode())
         if self.page_state(key) is None:  # deleted while we wrote: leave nothing behind
@@ -187,6 +187,9 @@ class JobStore(ABC):
                 )
         return bool(changed)
 
+    def _writable(self, key: PageKey) -> bool:
+        return self.page_state(key) is not None
+
     def finish(self, job_id: str, state: str, error: str | None = None) -> bool:
         """End an active job; False when it had ended already (maybe by another process)."""
         with self._tx() as db:
@@ -198,10 +201,12 @@ class JobStore(ABC):
             )
 
     def delete(self, job_id: str) -> None:
-        with self._tx() as db:
-            db.execute("DELETE FROM jobs WHERE id=?", (job_id,))
+        """The bytes first: a row left by a failed delete is found again (and deleted by
+        the retention sweep), bytes left without their row would never be."""
         self.storage.remove(self._job_prefix(job_id))
         self.storage.forget(self._job_prefix(job_id))
+        with self._tx() as db:
+            db.execute("DELETE FROM jobs WHERE id=?", (job_id,))
 
     # Reading.
     def job(self, job_id: str) -> dict[str, Any] | None:
