@@ -47,21 +47,11 @@ def wait_for(check: Callable[[], T | None], timeout: float, what: str, every: fl
 
 
 @dataclass
-class Gateway:
-    """A running ``dotsocr gateway``: its URL, process, data folder and log."""
+class Process:
+    """A ``python -m dotsocr`` process in a process group of its own, and its log."""
 
-    url: str
     process: subprocess.Popen
-    data_dir: Path
     log: Path
-    clients: list[httpx.Client] = field(default_factory=list)
-
-    def client(self, key: str | None = None, timeout: float = 60.0) -> httpx.Client:
-        """An HTTP client for this gateway, sending ``key`` as a Bearer token when given."""
-        headers = {"Authorization": f"Bearer {key}"} if key else {}
-        client = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
-        self.clients.append(client)
-        return client
 
     def log_tail(self, lines: int = 40) -> str:
         text = self.log.read_text(errors="replace") if self.log.exists() else ""
@@ -72,18 +62,57 @@ class Gateway:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(timeout=30)
-        self._close_clients()
 
-    def stop(self) -> None:
-        """SIGTERM (uvicorn shuts down cleanly), SIGKILL the group if it hangs."""
+    def stop(self, timeout: float = 15.0) -> int:
+        """SIGTERM (a clean shutdown), SIGKILL the group if it hangs; the exit status."""
         if self.process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGTERM)
             try:
-                self.process.wait(timeout=15)
+                self.process.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 self.kill()
+        return self.process.returncode
+
+
+def spawn(command: str, args: list[str], log: Path, env: dict[str, str] | None) -> Process:
+    """``python -m dotsocr COMMAND ARGS`` with only the given DOTSOCR_* settings."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("DOTSOCR_")}
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "dotsocr", command, *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**clean, **(env or {})},
+            start_new_session=True,  # its own process group: kill() reaches all of it
+            preexec_fn=_die_with_parent,
+        )
+    return Process(process, log)
+
+
+@dataclass
+class Gateway(Process):
+    """A running ``dotsocr gateway``: its URL and data folder besides."""
+
+    url: str = ""
+    data_dir: Path = Path()
+    clients: list[httpx.Client] = field(default_factory=list)
+
+    def client(self, key: str | None = None, timeout: float = 60.0) -> httpx.Client:
+        """An HTTP client for this gateway, sending ``key`` as a Bearer token when given."""
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        client = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+        self.clients.append(client)
+        return client
+
+    def kill(self) -> None:
+        super().kill()
         self._close_clients()
+
+    def stop(self, timeout: float = 15.0) -> int:
+        code = super().stop(timeout)
+        self._close_clients()
+        return code
 
     def _close_clients(self) -> None:
         for client in self.clients:
@@ -99,22 +128,11 @@ def start_gateway(
     port = free_port()
     data_dir.mkdir(parents=True, exist_ok=True)
     log = data_dir.parent / f"{data_dir.name}-gateway-{port}.log"
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("DOTSOCR_")}
-    command = [
-        sys.executable, "-m", "dotsocr", "gateway", "--host", "127.0.0.1", "--port", str(port),
-        "--data-dir", str(data_dir), *args,
-    ]  # fmt: skip
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            command,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**clean, **(env or {})},
-            start_new_session=True,  # its own process group: kill() reaches all of it
-            preexec_fn=_die_with_parent,
-        )
-    gateway = Gateway(f"http://127.0.0.1:{port}", process, data_dir, log)
+    args = ("--host", "127.0.0.1", "--port", str(port), "--data-dir", str(data_dir), *args)
+    started = spawn("gateway", list(args), log, env)
+    gateway = Gateway(started.process, log, f"http://127.0.0.1:{port}", data_dir)
     probe = gateway.client(timeout=5.0)
+    process = gateway.process
 
     def up() -> bool:
         if process.poll() is not None:
@@ -145,50 +163,11 @@ def running_gateway(
         gateway.stop()
 
 
-@dataclass
-class Worker:
-    """A running ``dotsocr worker`` (no HTTP side): its process and log."""
-
-    name: str
-    process: subprocess.Popen
-    log: Path
-
-    def log_tail(self, lines: int = 40) -> str:
-        text = self.log.read_text(errors="replace") if self.log.exists() else ""
-        return "\n".join(text.splitlines()[-lines:])
-
-    def kill(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-        self.process.wait(timeout=30)
-
-    def stop(self, timeout: float = 30.0) -> int:
-        """SIGTERM, and its exit status (SIGKILL when it hangs)."""
-        if self.process.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.process.pid, signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-        return self.process.returncode
-
-
-def start_worker(folder: Path, name: str, *args: str, env: dict[str, str]) -> Worker:
-    """Start ``python -m dotsocr worker --name NAME`` with only the given DOTSOCR_* settings."""
+def start_worker(folder: Path, name: str, *args: str, env: dict[str, str]) -> Process:
+    """Start ``python -m dotsocr worker --name NAME`` (no HTTP side; metrics off)."""
     folder.mkdir(parents=True, exist_ok=True)
-    log = folder / f"worker-{name}.log"
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("DOTSOCR_")}
-    command = [
-        sys.executable, "-m", "dotsocr", "worker", "--name", name, "--metrics-port", "0",
-        "--data-dir", str(folder / name), *args,
-    ]  # fmt: skip
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            command, stdout=out, stderr=subprocess.STDOUT, env={**clean, **env},
-            start_new_session=True, preexec_fn=_die_with_parent,
-        )  # fmt: skip
-    return Worker(name, process, log)
+    args = ("--name", name, "--metrics-port", "0", "--data-dir", str(folder / name), *args)
+    return spawn("worker", list(args), folder / f"worker-{name}.log", env)
 
 
 # Requests.
