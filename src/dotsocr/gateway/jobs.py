@@ -296,39 +296,49 @@ class JobManager:
                     failed = _failed(number, f"unexpected error ({_short(exc)})")
                     if await self._keep(key, failed):
                         name = self.store.files(key.job_id)[key.file_idx]["name"]
-                        self._page_finished(key, name, number, failed)
+                        await self._page_finished(key, name, number, failed)
             finally:
                 await self.queue.done(key)
                 self._in_flight -= 1
                 self.metrics.in_flight.set(self._in_flight)
 
+    async def _db(self, call: Any, *args: Any) -> Any:
+        """A job-store call on a page's way: in a thread for a shared database (a network
+        away), inline for SQLite, without yielding to the loop (see ``_page_finished``)."""
+        if self.store.shared:
+            return await asyncio.to_thread(call, *args)
+        return call(*args)
+
     async def _read(self, key: PageKey) -> None:
-        job = self.store.job(key.job_id)
+        job = await self._db(self.store.job, key.job_id)
         if job is None or job["state"] not in ACTIVE:
             return
-        self.store.start(key.job_id)
+        await self._db(self.store.start, key.job_id)
         parse, numbers = stored_options(job)
         number = numbers[key.file_idx][key.page_idx]
-        name = self.store.files(key.job_id)[key.file_idx]["name"]
+        name = (await self._db(self.store.files, key.job_id))[key.file_idx]["name"]
         result = await self._page_result(key, name, number, parse)
         if await self._keep(key, result):
-            self._page_finished(key, name, number, result)
+            await self._page_finished(key, name, number, result)
 
     async def _keep(self, key: PageKey, result: PageResult) -> bool:
         """Save the result file off the loop, then mark the page done on it."""
         if not await asyncio.to_thread(self.store.save_result, key, result):
             return False
-        return self.store.mark_done(key, result)
+        return await self._db(self.store.mark_done, key, result)
 
-    def _page_finished(self, key: PageKey, name: str, number: int, result: PageResult) -> None:
-        """Metrics, the page's event and, for the last page, the job's end: with no await
-        between marking it done and here, a page's event always comes before ``done``."""
+    async def _page_finished(
+        self, key: PageKey, name: str, number: int, result: PageResult
+    ) -> None:
+        """Metrics, the page's event and, for the last page, the job's end. With SQLite
+        nothing here or since marking the page done yields to the loop, so a page's event
+        always comes before ``done``; shared jobs' events come from the database."""
         self.metrics.pages.labels(result.status.value).inc()
         if result.seconds:
             self.metrics.page_seconds.observe(result.seconds)
         if result.status is PageStatus.FAILED and result.error and "server" in result.error:
             self.metrics.engine_errors.inc()
-        counts = self.store.counts(key.job_id)
+        counts = await self._db(self.store.counts, key.job_id)
         done = counts["done"] + counts["failed"]
         event = _page_event(key, name, number, result, done, sum(counts.values()))
         self._publish(key.job_id, event)
