@@ -202,3 +202,28 @@ def test_worker_and_gateway_refuse_bad_settings_in_one_line(tmp_path):
     assert "s3cret" not in bare.stderr
     alone = run("gateway", "--data-dir", str(tmp_path), DOTSOCR_READ_PAGES="false")
     assert alone.returncode == 2 and "no worker could read" in alone.stderr
+
+
+def test_a_database_gone_is_a_503_not_a_crash(standin, tmp_path):
+    """PostgreSQL stops under a running gateway: requests get the one JSON error shape
+    with Retry-After (not a 500), and /health still answers."""
+    import pg_support
+
+    with pg_support.PostgresServer() as pg:
+        env = shared_env(pg.database(), str(tmp_path / "shared"))
+        with running_gateway(
+            tmp_path / "g", "--server", standin.url, "--engine", "server", env=env, ready=True
+        ) as gateway:
+            client = gateway.client()
+            job_id = client.post("/v1/jobs", files=[upload(SAMPLE)]).json()["id"]
+            wait_job(client, job_id)
+            pg.process.terminate()
+            pg.process.wait(30)
+            answer = client.get(f"/v1/jobs/{job_id}")
+            assert answer.status_code == 503, answer.text
+            assert answer.headers["retry-after"] == "5"
+            error = answer.json()["error"]
+            assert error["code"] == "unavailable" and "job database" in error["message"]
+            refused = client.post("/v1/jobs", files=[upload(SAMPLE)])
+            assert refused.status_code == 503, refused.text
+            assert client.get("/health").status_code == 200

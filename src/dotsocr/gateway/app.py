@@ -44,6 +44,7 @@ from dotsocr.gateway.models import (
     ParseResult,
 )
 from dotsocr.gateway.pages import page_image, page_view
+from dotsocr.gateway.store import StoreError
 from dotsocr.gateway.ui import mount_ui
 from dotsocr.render.annotate import CATEGORY_COLORS
 
@@ -115,6 +116,12 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         if exc.status == 401:
             headers = {"WWW-Authenticate": "Bearer"}
         return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
+
+    @app.exception_handler(StoreError)
+    async def store_down(request: Request, exc: StoreError) -> JSONResponse:
+        """The shared job database is unreachable: nothing is lost, ask again shortly."""
+        body = ApiError(503, "unavailable", f"{exc}: try again shortly").body()
+        return JSONResponse(body, 503, headers={"Retry-After": "5"})
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:

@@ -169,7 +169,7 @@ class JobManager:
 
     @property
     def model(self) -> str:
-        if self.embedded and self.settings.read_pages:
+        if self.embedded:
             return "tesseract"
         info = getattr(self.engine, "info", None)
         return info.model if info else self.settings.served_model or self.profile.name
@@ -237,7 +237,8 @@ class JobManager:
         try:
             self.store.create(job_id, owner, record, files, webhook)
         except BaseException:  # the database is down: leave no inputs behind
-            self.store.delete(job_id)
+            with contextlib.suppress(StoreError):
+                self.store.delete(job_id)
             raise
         try:
             self.queue.add(owner, job_id, self.store.pending(job_id))
