@@ -119,6 +119,17 @@ def test_s3_local_downloads_once(s3, bucket: str, tmp_path: Path) -> None:
         storage.local("jobs/a/inputs/0000")
 
 
+def test_s3_put_keep_needs_no_download(s3, bucket: str, tmp_path: Path) -> None:
+    """An upload this machine reads next (a job's input) keeps its local copy."""
+    storage = open_storage(f"s3://{bucket}", tmp_path / "cache")
+    storage.put("jobs/a/inputs/0000", b"pdf", keep=True)
+    assert s3.get_object(Bucket=bucket, Key="jobs/a/inputs/0000")["Body"].read() == b"pdf"
+    s3.delete_object(Bucket=bucket, Key="jobs/a/inputs/0000")  # a download would fail
+    assert storage.local("jobs/a/inputs/0000").read_bytes() == b"pdf"
+    storage.put("jobs/a/inputs/0000", b"new")  # not kept: the stale copy goes
+    assert storage.local("jobs/a/inputs/0000").read_bytes() == b"new"
+
+
 def test_s3_prefix(s3, bucket: str, tmp_path: Path) -> None:
     s3.put_object(Bucket=bucket, Key="jobs/a/outside", Body=b"not ours")
     storage = open_storage(f"s3://{bucket}/team/dotsocr/", tmp_path / "cache")

@@ -201,7 +201,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         uploads, options, webhook = await inputs(request)
         job_id = await manager.submit(who, uploads, options, webhook)
         response.headers["Location"] = f"/v1/jobs/{job_id}"
-        return manager.status(job_id)
+        return await asyncio.to_thread(manager.status, job_id)
 
     def visible(job_id: str, who: str) -> str:
         if manager.owner(job_id) != who:
@@ -223,13 +223,17 @@ def create_app(settings: GatewaySettings) -> FastAPI:
                 "jobs are listed per API key and this server has none: keep the ids that "
                 "POST /v1/jobs returns, or start the gateway with --api-key",
             )  # fmt: skip
-        ids = manager.store.jobs_of(who, limit)
-        return JobList(jobs=[s for job_id in ids if (s := manager.status(job_id))])
+
+        def listed() -> JobList:  # a query per job: off the event loop
+            ids = manager.store.jobs_of(who, limit)
+            return JobList(jobs=[s for job_id in ids if (s := manager.status(job_id))])
+
+        return await asyncio.to_thread(listed)
 
     @app.get("/v1/jobs/{job_id}", response_model=JobStatus, responses=ERRORS)
     async def job_status(job_id: str, who: str = authenticated) -> Any:
         """State, queue position, pages done of total, failures, timings and tokens."""
-        return manager.status(visible(job_id, who))
+        return await asyncio.to_thread(lambda: manager.status(visible(job_id, who)))
 
     @app.get(
         "/v1/jobs/{job_id}/events",

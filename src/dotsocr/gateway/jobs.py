@@ -491,7 +491,7 @@ class JobManager:
         try:
             while True:
                 wake.clear()
-                job = self.store.job(job_id)  # read first: if it ended, all its pages did
+                job = await self._db(self.store.job, job_id)  # first: if it ended, all did
                 if job is None:  # deleted, by a user or the retention sweep
                     if known:
                         yield {"event": "done", "state": "cancelled"}

@@ -36,8 +36,9 @@ class Storage(Protocol):
     def check(self) -> None:
         """Fail now, with a ConfigError saying what to do, if we cannot use the storage."""
 
-    def put(self, name: str, data: bytes) -> None:
-        """Store ``data``; readers see all of it or none of it."""
+    def put(self, name: str, data: bytes, *, keep: bool = False) -> None:
+        """Store ``data``; readers see all of it or none of it. ``keep``: this machine
+        reads it next, so keep the local copy ``local`` would fetch."""
 
     def get(self, name: str) -> bytes | None:
         """The bytes stored under ``name``; None when absent."""
@@ -100,7 +101,7 @@ class FolderStorage:
                 "create it with write permission, or set another storage URL"
             ) from None
 
-    def put(self, name: str, data: bytes) -> None:
+    def put(self, name: str, data: bytes, *, keep: bool = False) -> None:
         write_atomic(self.root / _checked(name), data)
 
     def get(self, name: str) -> bytes | None:
@@ -207,13 +208,16 @@ class S3Storage:
                 f"{self.url}: cannot create the cache folder {self.cache}: {exc.strerror or exc}"
             ) from None
 
-    def put(self, name: str, data: bytes) -> None:
+    def put(self, name: str, data: bytes, *, keep: bool = False) -> None:
         key = self._key(_checked(name))
         try:
             self.client.put_object(Bucket=self.bucket, Key=key, Body=data)
         except (BotoCoreError, ClientError) as exc:
             raise self._error(exc, f"write {key}") from None
-        (self.cache / name).unlink(missing_ok=True)  # our copy of the old bytes
+        if keep:
+            write_atomic(self.cache / name, data)
+        else:
+            (self.cache / name).unlink(missing_ok=True)  # our copy of the old bytes
 
     def _fetch(self, key: str) -> Any | None:
         """The open body of an object; None when absent."""

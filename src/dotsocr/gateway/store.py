@@ -149,7 +149,7 @@ class JobStore(ABC):
                 )
 
     def save_input(self, job_id: str, file_idx: int, data: bytes) -> None:
-        self.storage.put(self._input_name(job_id, file_idx), data)
+        self.storage.put(self._input_name(job_id, file_idx), data, keep=True)  # read next
 
     def start(self, job_id: str) -> None:
         with self._tx() as db:
