@@ -11,6 +11,7 @@ import psycopg
 from gateway_support import (
     SAMPLE,
     events,
+    metrics,
     running_gateway,
     start_worker,
     status,
@@ -227,3 +228,42 @@ def test_a_database_gone_is_a_503_not_a_crash(standin, tmp_path):
             refused = client.post("/v1/jobs", files=[upload(SAMPLE)])
             assert refused.status_code == 503, refused.text
             assert client.get("/health").status_code == 200
+
+
+def test_the_queue_is_counted_for_autoscaling_and_workers_export_their_pages(
+    standin, database_url, tmp_path
+):
+    """What the autoscalers read: every gateway reports the whole shared queue; a worker's
+    Prometheus port counts the pages it read (and answers its liveness probe)."""
+    import httpx
+
+    from vllm_support.server import free_port
+
+    env = shared_env(database_url, str(tmp_path / "shared"), DOTSOCR_READ_PAGES="false")
+    args = ("--server", standin.url, "--engine", "server")
+    waiting = ("dotsocr_queue_pages", ())
+    with (
+        running_gateway(tmp_path / "a", *args, env=env, ready=True) as a,
+        running_gateway(tmp_path / "b", *args, env=env, ready=True) as b,
+    ):
+        job_id = a.client().post("/v1/jobs", files=[upload(SAMPLE)]).json()["id"]
+        for gateway in (a, b):  # nobody reads yet: five pages wait, seen from both
+            wait_for(lambda g=gateway: metrics(g.client())[waiting] == 5, 10, "5 waiting")
+        port = free_port()
+        worker = start_worker(
+            tmp_path, "w", *args, "--metrics-port", str(port), env=shared_env(
+                database_url, str(tmp_path / "shared")
+            ),
+        )  # fmt: skip
+        try:
+            assert wait_job(a.client(), job_id)["pages"]["done"] == 5
+            scraped = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
+            assert scraped.status_code == 200
+            read = [
+                line for line in scraped.text.splitlines()
+                if line.startswith('dotsocr_pages_total{status="ok"}')
+            ]  # fmt: skip
+            assert read == ['dotsocr_pages_total{status="ok"} 5.0']
+            wait_for(lambda: metrics(b.client())[waiting] == 0, 10, "an empty queue")
+        finally:
+            assert worker.stop() == 0, worker.log_tail()

@@ -369,6 +369,7 @@ def create_app(settings: GatewaySettings) -> FastAPI:
         counts = manager.store.state_counts()
         for state in get_args(JobState):  # zero too: a state with no job left reads 0
             metrics.job_states.labels(state).set(counts.get(state, 0))
+        metrics.queue_depth.set(len(manager.queue))  # shared: the whole queue, for scaling
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     default_openapi = app.openapi
