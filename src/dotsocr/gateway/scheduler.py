@@ -151,18 +151,23 @@ class LeasedQueue:
         """Claims run in threads: a database that is slow to answer holds one taker, not
         the event loop."""
         while True:
-            if not self._closed and time.monotonic() >= self._down_until:
-                self._work.clear()
-                try:
-                    key = await asyncio.to_thread(self.store.claim)
-                except StoreError as exc:
-                    if time.monotonic() >= self._down_until:
-                        log.warning("%s; claiming again in %.0f s", exc, self.BACKOFF)
-                    self._down_until = time.monotonic() + self.BACKOFF
-                    key = None
-                if key is not None:
-                    self._held.add(key)
-                    return key
+            if self._closed:  # stopping: the pages in hand finish, no more are taken
+                await asyncio.sleep(3600)
+                continue
+            if (pause := self._down_until - time.monotonic()) > 0:
+                await asyncio.sleep(pause)
+                continue
+            self._work.clear()
+            try:
+                key = await asyncio.to_thread(self.store.claim)
+            except StoreError as exc:
+                if time.monotonic() >= self._down_until:  # one line per outage and backoff
+                    log.warning("%s; claiming again in %.0f s", exc, self.BACKOFF)
+                self._down_until = time.monotonic() + self.BACKOFF
+                continue
+            if key is not None:
+                self._held.add(key)
+                return key
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._work.wait(), self.POLL)
 
