@@ -251,7 +251,8 @@ def test_the_queue_is_counted_for_autoscaling_and_workers_export_their_pages(
             wait_for(lambda g=gateway: metrics(g.client())[waiting] == 5, 10, "5 waiting")
         port = free_port()
         worker = start_worker(
-            tmp_path, "w", *args, "--metrics-port", str(port), env=shared_env(
+            tmp_path, "w", *args, "--host", "127.0.0.1", "--metrics-port", str(port),
+            env=shared_env(
                 database_url, str(tmp_path / "shared")
             ),
         )  # fmt: skip

@@ -7,35 +7,43 @@ from typing import Annotated
 
 import typer
 
+# Options the gateway and `dotsocr worker` share (the worker reads the same settings).
+ServerOpt = Annotated[
+    str | None, typer.Option("--server", help="Model server URL(s) (else the CPU engine).")
+]
+EngineOpt = Annotated[str | None, typer.Option(help="auto, server or cpu (default: auto).")]
+ModelOpt = Annotated[
+    str | None, typer.Option("--model", help="Model profile (dotsocr models): dots.ocr.")
+]
+DatabaseOpt = Annotated[
+    str | None,
+    typer.Option("--database-url", help="PostgreSQL shared by gateways and workers."),
+]
+StorageOpt = Annotated[
+    str | None,
+    typer.Option("--storage-url", help="Shared folder or s3://bucket/prefix for the bytes."),
+]
+InFlightOpt = Annotated[
+    int | None, typer.Option(min=1, help="Pages in flight to the model server.")
+]
+
 
 def gateway_command(
     host: Annotated[str | None, typer.Option(help="Listen address.")] = None,
     port: Annotated[int | None, typer.Option(help="Listen port.")] = None,
-    server: Annotated[
-        str | None, typer.Option("--server", help="Model server URL (else the CPU engine).")
-    ] = None,
-    engine: Annotated[str | None, typer.Option(help="auto, server or cpu (default: auto).")] = None,
-    model: Annotated[
-        str | None, typer.Option("--model", help="Model profile (dotsocr models): dots.ocr.")
-    ] = None,
+    server: ServerOpt = None,
+    engine: EngineOpt = None,
+    model: ModelOpt = None,
     data_dir: Annotated[
         Path | None, typer.Option("--data-dir", help="Job database and results.")
     ] = None,
-    database_url: Annotated[
-        str | None,
-        typer.Option("--database-url", help="PostgreSQL shared with other gateways and workers."),
-    ] = None,
-    storage_url: Annotated[
-        str | None,
-        typer.Option("--storage-url", help="Shared folder or s3://bucket/prefix for the bytes."),
-    ] = None,
+    database_url: DatabaseOpt = None,
+    storage_url: StorageOpt = None,
     api_key: Annotated[
         list[str] | None,
         typer.Option("--api-key", help="A key clients must send (repeat for more)."),
     ] = None,
-    max_in_flight: Annotated[
-        int | None, typer.Option(min=1, help="Pages in flight to the model server.")
-    ] = None,
+    max_in_flight: InFlightOpt = None,
     log_level: Annotated[str, typer.Option(help="uvicorn's log level.")] = "info",
 ) -> None:
     """Serve the REST API (docs at /docs). Settings: these flags, then DOTSOCR_* variables,

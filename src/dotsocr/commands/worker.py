@@ -7,31 +7,31 @@ from typing import Annotated
 
 import typer
 
+from dotsocr.commands.gateway import (
+    DatabaseOpt,
+    EngineOpt,
+    InFlightOpt,
+    ModelOpt,
+    ServerOpt,
+    StorageOpt,
+)
+
 
 def worker_command(
-    server: Annotated[
-        str | None, typer.Option("--server", help="Model server URL(s) (else the CPU engine).")
-    ] = None,
-    engine: Annotated[str | None, typer.Option(help="auto, server or cpu (default: auto).")] = None,
-    model: Annotated[
-        str | None, typer.Option("--model", help="Model profile (dotsocr models): dots.ocr.")
-    ] = None,
-    database_url: Annotated[
-        str | None,
-        typer.Option("--database-url", help="The shared PostgreSQL (DOTSOCR_DATABASE_URL)."),
-    ] = None,
-    storage_url: Annotated[
-        str | None,
-        typer.Option("--storage-url", help="Shared folder or s3://bucket/prefix for the bytes."),
-    ] = None,
+    server: ServerOpt = None,
+    engine: EngineOpt = None,
+    model: ModelOpt = None,
+    database_url: DatabaseOpt = None,
+    storage_url: StorageOpt = None,
     data_dir: Annotated[
         Path | None, typer.Option("--data-dir", help="Local cache (and storage if none given).")
     ] = None,
-    max_in_flight: Annotated[
-        int | None, typer.Option(min=1, help="Pages this worker reads at once.")
-    ] = None,
+    max_in_flight: InFlightOpt = None,
     name: Annotated[
         str | None, typer.Option("--name", help="This worker's name in leases (host-pid).")
+    ] = None,
+    host: Annotated[
+        str | None, typer.Option(help="Metrics address (0.0.0.0 for scrapes from elsewhere).")
     ] = None,
     metrics_port: Annotated[
         int | None, typer.Option(min=0, help="Prometheus metrics port (0: none).")
@@ -57,6 +57,7 @@ def worker_command(
         "data_dir": data_dir,
         "max_in_flight": max_in_flight,
         "worker_id": name,
+        "host": host,
         "metrics_port": metrics_port,
     }
     settings = GatewaySettings(**{k: v for k, v in given.items() if v is not None})
