@@ -110,12 +110,22 @@ def objects_to_cells(
         cells.append(Cell(bbox=bbox, category=category, text=text if with_text else None))
     if invalid:
         notes.append(f"{invalid} item(s) without a usable bbox dropped")
+    note_mending(notes, degenerate=degenerate, runaway=runaway)
+    for name in sorted(unknown):
+        notes.append(f"unknown category {name!r} kept")
+    return tidy_cells(cells, notes, truncated)
+
+
+def note_mending(notes: list[str], *, degenerate: int, runaway: int) -> None:
+    """The notes on boxes clipped to nothing and on runaway repeats collapsed."""
     if degenerate:
         notes.append(f"{degenerate} cell(s) with an empty box after clipping to the page")
     if runaway:
         notes.append(f"{runaway} runaway repeat(s) in cell text collapsed")
-    for name in sorted(unknown):
-        notes.append(f"unknown category {name!r} kept")
+
+
+def tidy_cells(cells: list[Cell], notes: list[str], truncated: bool) -> list[Cell]:
+    """Cells without exact duplicates and without the loop a model fell into, noted."""
     return _drop_loops(_drop_duplicates(cells, notes), notes, truncated)
 
 

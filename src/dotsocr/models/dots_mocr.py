@@ -53,7 +53,7 @@ from dataclasses import dataclass, field, replace
 from dotsocr.errors import ConfigError
 from dotsocr.layout import BBox, Cell, PageStatus, Point, Quad, box_area
 from dotsocr.models.base import Geometry, ParsedAnswer
-from dotsocr.models.cells import _drop_duplicates, _drop_loops, collapse_runaway
+from dotsocr.models.cells import collapse_runaway, note_mending, tidy_cells
 from dotsocr.models.chat import Capabilities, cut_note, plain_text
 from dotsocr.models.dots_ocr import LAYOUT_TASKS, PROMPTS, DotsOCR
 from dotsocr.models.serving import DOTS_OCR, Serving
@@ -203,12 +203,9 @@ def parse_spotting(answer: str, geometry: Geometry, finish_reason: str | None) -
         cells.append(Cell(bbox=bbox, category="Text", text=text, quad=quad))
     if empty:
         notes.append(f"{empty} instance(s) without text dropped")
-    if degenerate:
-        notes.append(f"{degenerate} cell(s) with an empty box after clipping to the page")
-    if runaway:
-        notes.append(f"{runaway} runaway repeat(s) in cell text collapsed")
+    note_mending(notes, degenerate=degenerate, runaway=runaway)
     before = len(notes)
-    cells = _drop_loops(_drop_duplicates(cells, notes), notes, cut)
+    cells = tidy_cells(cells, notes, cut)
     mended = cut or runaway or degenerate or len(notes) > before
     if not cells:
         notes.append("no complete text instance in the answer")
