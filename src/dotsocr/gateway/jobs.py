@@ -285,8 +285,10 @@ class JobManager:
             self.metrics.queue_depth.set(len(self.queue))
             self._in_flight += 1
             self.metrics.in_flight.set(self._in_flight)
+            settled = False  # recorded, or refused because another process settled it
             try:
                 await self._read(key)
+                settled = True
             except StoreError as exc:  # the page stays unfinished: read again once it is back
                 log.warning("page %s put back: %s", key, exc)
             except Exception as exc:  # a bug of ours, or the disk: the page fails, not the job
@@ -298,8 +300,9 @@ class JobManager:
                     if await self._keep(key, failed):
                         name = self.store.files(key.job_id)[key.file_idx]["name"]
                         await self._page_finished(key, name, number, failed)
+                    settled = True
             finally:
-                await self.queue.done(key)
+                await self.queue.done(key, settled)
                 self._in_flight -= 1
                 self.metrics.in_flight.set(self._in_flight)
 

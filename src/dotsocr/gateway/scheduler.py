@@ -93,8 +93,9 @@ class FairQueue:
             del self._owners[owner]
         return page
 
-    async def done(self, page: PageKey) -> None:
-        """A page taken with ``get`` is finished with (read, or given up)."""
+    async def done(self, page: PageKey, settled: bool) -> None:
+        """A page taken with ``get`` is finished with: ``settled`` (recorded, or refused
+        as settled elsewhere), or given up."""
 
 
 class LeasedQueue:
@@ -171,11 +172,13 @@ class LeasedQueue:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._work.wait(), self.POLL)
 
-    async def done(self, page: PageKey) -> None:
-        """Let go of a page: recorded, or given up, and then back in the queue now."""
+    async def done(self, page: PageKey, settled: bool) -> None:
+        """Let go of a page; one given up goes back in the queue now (recording a page
+        has already cleared its lease)."""
         self._held.discard(page)
-        with contextlib.suppress(StoreError):  # else its lease expires: read again later
-            await asyncio.to_thread(self.store.release, page)
+        if not settled:
+            with contextlib.suppress(StoreError):  # else its lease expires: read again later
+                await asyncio.to_thread(self.store.release, page)
 
     async def keep_leases(self) -> None:
         """Renew our leases a few times per lease, and reclaim the expired ones of others."""
