@@ -26,7 +26,8 @@ HTML_PDF = "robustness/derived/html_error_page_named.pdf"
 EMPTY_PNG = "robustness/derived/zero_byte.png"
 STANDIN_MARKDOWN = "# Stand-in\n\nAnswered by the stand-in."
 RESULT_KEYS = {
-    "success", "text", "cells", "pages", "status", "processing_time", "usage", "model", "error",
+    "success", "text", "cells", "pages", "status", "processing_time", "usage", "model",
+    "warnings", "error",
 }  # fmt: skip
 
 
@@ -74,7 +75,7 @@ def test_server_url_and_key_come_from_the_environment(standin, monkeypatch):
 
 def test_list_models(standin, dead_url):
     assert DotsOCRClient(standin.url, model="anything").list_models() == ["model"]
-    with pytest.raises(EngineUnavailable, match="cannot connect"):
+    with pytest.raises(EngineUnavailable, match="connection refused"):
         DotsOCRClient(dead_url).list_models()
 
 
@@ -194,10 +195,10 @@ def test_main_prints_models_text_and_markdown(standin, corpus, capsys):
 
 def test_main_failures_are_one_error_line_and_exit_1(standin, corpus, dead_url, capsys):
     assert main(["--url", dead_url, "--models"]) == 1
-    assert capsys.readouterr().err.startswith(f"error: {dead_url}: cannot connect")
+    assert capsys.readouterr().err.startswith(f"error: {dead_url}: connection refused")
     assert main(["--url", dead_url, "--text", "hi", "--api-key", "k"]) == 1
     err = capsys.readouterr().err
-    assert err.startswith(f"error: {dead_url}: cannot connect") and err.count("\n") == 1
+    assert err.startswith(f"error: {dead_url}: connection refused") and err.count("\n") == 1
     with pytest.raises(SystemExit) as usage:
         main(["--url", standin.url])  # no action: argparse's usage error
     assert usage.value.code == 2
@@ -250,3 +251,25 @@ def test_the_four_commands_against_real_vllm(vllm_server, corpus):
     assert result["usage"]["prompt_tokens"] > 0
     assert result["success"] == (result["status"] != "failed")
     assert result["error"] is None or "\n" not in result["error"]
+
+
+def test_an_empty_answer_for_a_page_with_ink_is_no_success(standin):
+    standin.answer = "[]"
+    sample = Path(__file__).parent / "data" / "multi_page.pdf"
+    result = DotsOCRClient(standin.url).process_image(sample)
+    assert result["success"] is False and result["text"].strip() == ""
+    assert result["error"].startswith(f"{sample}: no text was read, though the page is not blank")
+    assert len(result["warnings"]) == 5 and result["status"] == "ok"
+
+
+def test_the_servers_pixel_cap_is_taken(standin, corpus):
+    import base64
+    import io
+
+    from PIL import Image
+
+    result = DotsOCRClient(standin.url, max_pixels=400_000).process_image(corpus / PNG)
+    assert result["success"] is True
+    url = standin.requests[0]["messages"][0]["content"][0]["image_url"]["url"]
+    image = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
+    assert image.width * image.height <= 400_000

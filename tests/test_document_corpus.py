@@ -53,7 +53,7 @@ def test_html_error_page_named_pdf_is_not_a_document(corpus):
 def test_png_named_pdf_is_read_as_png(corpus):
     page = only_page(corpus / ROBUST / "png_bytes_named.pdf")
     assert (page.width, page.height) == (640, 480)
-    assert page.dpi is None and page.image.mode == "RGB"
+    assert page.dpi == 200 and page.image.mode == "RGB"  # the PNG states 200 DPI
 
 
 def test_truncated_pdf_is_repaired_and_yields_its_pages(corpus):

@@ -314,21 +314,41 @@ def test_metrics(cpu):
 
 # Readiness.
 def test_ready_is_503_while_the_model_server_is_unreachable(tmp_path):
-    dead = f"http://127.0.0.1:{free_port()}"
+    port = free_port()
+    dead = f"http://127.0.0.1:{port}"
     gateway = start_gateway(tmp_path / "data", "--server", dead, "--engine", "server")
+    state, server = StandIn(), None
     try:
         client = gateway.client()
         assert client.get("/health").status_code == 200
         response = client.get("/ready")
-        assert_error(response, 503, "not_ready")
+        message = assert_error(response, 503, "not_ready")
         assert response.headers["retry-after"]
+        assert "connection refused" in message and dead not in message  # it may be internal
         # Jobs are still taken, and wait for the server.
         created = submit(client, [upload(SAMPLE)], pages="1")
         assert created["state"] == "queued" and created["pages"]["pending"] == 1
         assert status(client, created["id"])["state"] in ("queued", "running")
         assert_error(client.get("/ready"), 503, "not_ready")
+        server = start_standin(state, port=port)  # the server comes up: the page is read
+        done = wait_job(client, created["id"], timeout=120)
+        assert done["state"] == "done" and done["pages"]["done"] == 1
+        assert client.get("/ready").status_code == 200
     finally:
         gateway.stop()
+        if server:
+            server.shutdown()
+            server.server_close()
+
+
+def test_a_page_the_server_fails_names_no_server_url(limited, limited_standin):
+    limited_standin.faults.extend(["500"] * 5)  # every retry of the one page
+    client = limited.client()
+    created = submit(client, [upload(SAMPLE)], pages="1")
+    done = wait_job(client, created["id"])
+    result = client.get(f"/v1/jobs/{created['id']}/result").text
+    assert done["pages"]["failed"] == 1 and "HTTP 500: injected fault" in result
+    assert limited_standin.url not in result and "the model server" in result
 
 
 # The stand-in: capacity and latency on demand.

@@ -9,10 +9,13 @@ import subprocess
 import sys
 
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from dotsocr.errors import ConfigError, UnknownModel
 from dotsocr.models import all_profiles, get_profile, profile_for
 from dotsocr.models.chat import ChatProfile
+from dotsocr.models.resize import image_tokens, smart_resize
 from dotsocr.models.serving import DOTS_OCR, GIB
 from dotsocr.serve.plan import Card, PlanOptions, plan
 
@@ -203,3 +206,88 @@ for args in request["plans"]:
             assert quantization == args[args.index("--quantization") + 1]
         if "--logits-processors" in args:
             assert processors == [args[args.index("--logits-processors") + 1]]
+
+
+# What a server with a lower pixel cap than ours did to the image: ``served_size``.
+SMART_RESIZING = [p for p in all_profiles() if p.server_smart_resizes]
+
+
+def _served_by_cap(profile: ChatProfile, width: int, height: int, cap: int) -> tuple[int, int]:
+    """The (width, height) a server with pixel cap ``cap`` gives the image we sent."""
+    h, w = smart_resize(
+        height, width, factor=profile.factor, min_pixels=profile.min_pixels, max_pixels=cap
+    )
+    return w, h
+
+
+def _every_served_size(profile: ChatProfile, width: int, height: int) -> dict[int, tuple]:
+    """Image tokens -> size, over every cap from min_pixels up: each side is floor(sqrt(cap
+    * ratio)) under the cap, so it steps only at caps k^2 * f^2 * ratio, and trying those
+    (ceiled) and the bounds finds every size there is."""
+    ff = profile.factor * profile.factor
+    caps = {profile.min_pixels, width * height}
+    for k in range(1, max(width, height) // profile.factor + 2):
+        caps.add(-(-k * k * ff * width // height))
+        caps.add(-(-k * k * ff * height // width))
+    sizes = {}
+    for cap in sorted(c for c in caps if profile.min_pixels <= c <= width * height):
+        w, h = _served_by_cap(profile, width, height, cap)
+        sizes.setdefault(image_tokens(h, w, profile.factor), (w, h))
+    return sizes
+
+
+def test_the_families_that_size_images_with_smart_resize() -> None:
+    names = {p.name for p in SMART_RESIZING}
+    assert {"dots.ocr", "dots.mocr", "qwen2.5-vl", "qwen3-vl", "paddleocr-vl"} <= names
+    assert not names & {"deepseek-ocr", "got-ocr2", "phi-3.5-vision"}
+
+
+@pytest.mark.parametrize("profile", SMART_RESIZING, ids=lambda p: p.name)
+@settings(max_examples=60, deadline=None)
+@given(
+    width=st.integers(min_value=20, max_value=6000),
+    height=st.integers(min_value=20, max_value=6000),
+    share=st.floats(min_value=0.0, max_value=1.2),
+)
+def test_served_size_finds_the_size_a_lower_server_cap_gave(profile, width, height, share):
+    """Prepared with our full cap, re-sized by a server with a lower one: the tokens the
+    server reports give back exactly the size it used."""
+    assume(max(width, height) <= 50 * min(width, height))
+    sent_w, sent_h = profile.model_size(width, height)
+    cap = max(profile.min_pixels, int(sent_w * sent_h * share))
+    served_w, served_h = _served_by_cap(profile, sent_w, sent_h, cap)
+    tokens = image_tokens(served_h, served_w, profile.factor)
+    assert profile.served_size(sent_w, sent_h, tokens) == (served_w, served_h)
+
+
+@pytest.mark.parametrize("profile", SMART_RESIZING, ids=lambda p: p.name)
+@pytest.mark.parametrize("page", [(1700, 2200), (2480, 3508), (640, 480), (300, 2900)])
+def test_served_size_is_none_for_a_count_no_cap_gives(profile, page) -> None:
+    sent_w, sent_h = profile.model_size(*page)
+    sent_tokens = profile.image_tokens(sent_w, sent_h)
+    sizes = _every_served_size(profile, sent_w, sent_h)
+    assert sizes[sent_tokens] == (sent_w, sent_h)
+    assert profile.served_size(sent_w, sent_h, sent_tokens) == (sent_w, sent_h)
+    for tokens in range(0, sent_tokens + 3):
+        assert profile.served_size(sent_w, sent_h, tokens) == sizes.get(tokens), tokens
+    assert len(sizes) < sent_tokens  # most counts are not any cap's
+
+
+def test_qwen3_vl_sizes_in_32_pixel_steps() -> None:
+    profile = get_profile("qwen3-vl")
+    sent_w, sent_h = profile.model_size(1700, 2200)
+    assert (sent_w % 32, sent_h % 32) == (0, 0)
+    served_w, served_h = _served_by_cap(profile, sent_w, sent_h, 1024 * 768)
+    assert (served_w, served_h) == (768, 992)
+    tokens = image_tokens(served_h, served_w, 32)
+    assert profile.served_size(sent_w, sent_h, tokens) == (768, 992)
+    as_if_28 = dataclasses.replace(profile, factor=28).served_size(sent_w, sent_h, tokens)
+    assert as_if_28 != (768, 992)  # the profile's own factor decides
+
+
+@pytest.mark.parametrize("name", ["deepseek-ocr", "got-ocr2", "phi-3.5-vision"])
+def test_served_size_does_not_apply_to_fixed_size_or_tiling_families(name) -> None:
+    profile = get_profile(name)
+    assert profile.server_smart_resizes is False
+    width, height = profile.model_size(1700, 2200)
+    assert profile.served_size(width, height, profile.image_tokens(width, height)) is None

@@ -34,8 +34,11 @@ def test_one_input_prints_markdown_and_says_which_engine(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("## The Evolution of the Word Processor\n")
     assert "- IBM MT/ST (Magnetic Tape/Selectric Typewriter)" in result.stdout
-    assert "using the embedded CPU engine" in result.stderr
-    assert "pages: 1 (1 ok)" in result.stderr
+    assert (
+        "no server configured (--server or DOTSOCR_SERVER_URL): reading with the embedded "
+        "CPU engine" in result.stderr
+    )
+    assert "pages: 1 (1 read, 0 kept, 0 failed)" in result.stderr
 
 
 def test_languages_are_listed():

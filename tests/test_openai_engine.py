@@ -23,6 +23,7 @@ from dotsocr.errors import (
 )
 from dotsocr.layout import PageStatus
 from dotsocr.models import get_profile
+from dotsocr.models.resize import image_tokens, smart_resize
 
 PROFILE = get_profile("dots.ocr")
 FAST = RetryPolicy(attempts=4, base_delay=0.01, max_delay=0.05)
@@ -142,8 +143,10 @@ def test_unreachable_server_is_one_clear_error():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]  # closed again: nothing listens there
-    with pytest.raises(EngineUnavailable, match="cannot connect: is the server running"):
-        run(ask(f"http://127.0.0.1:{port}"))
+    with pytest.raises(
+        EngineUnavailable, match=r"no answer from the server .* \(connection refused\)"
+    ):
+        run(ask(f"http://127.0.0.1:{port}", server_timeout=0))
 
 
 def test_slow_answer_past_the_timeout_is_not_retried(standin):
@@ -244,3 +247,72 @@ def test_not_an_openai_server_is_named(standin):
 
     with pytest.raises(BadRequest, match="does not exist \\(HTTP 404\\)"):
         run(go())
+
+
+# The stand-in counts prompt tokens as vLLM does (tests/test_vllm_server.py::
+# test_prompt_tokens_equal_our_image_token_arithmetic): a chat's prompt_tokens is /tokenize's
+# count of its text, less the image's placeholder, plus the image's tokens.
+
+
+async def count_and_ask(url: str, prepared, task: str, box=None):
+    """(/tokenize's count of the request text, the answer) for one page and task."""
+    async with OpenAIEngine(url, retry=FAST) as engine:
+        counted = await engine.text_tokens(PROFILE.request_text(task, prepared.geometry, box))
+        request = PROFILE.build_request(prepared, task, box=box, max_tokens=512)
+        return counted, await engine.infer(prepared, request)
+
+
+@pytest.mark.parametrize(
+    ("task", "box"), [("ocr", None), ("layout_all", None), ("grounding", (10, 20, 150, 90))]
+)
+def test_standin_prompt_tokens_are_tokenize_less_one_plus_the_image(standin, task, box):
+    seen = []
+    standin.answer_for = lambda width, height: seen.append((width, height))
+    prepared = page(300, 400)
+    counted, answer = run(count_and_ask(standin.url, prepared, task, box))
+    assert answer.prompt_tokens == counted - 1 + prepared.image_tokens
+    assert seen == [prepared.image.size]
+
+
+def test_standin_with_a_lower_pixel_cap_counts_and_sees_the_size_it_resized_to(standin):
+    """A server whose cap is below ours resizes the page again: it answers for that size,
+    counts its tokens, and ``served_size`` recovers the size from the count."""
+    seen = []
+    standin.answer_for = lambda width, height: seen.append((width, height))
+    standin.max_model_len = 16_384
+    standin.max_pixels = 1_000_000
+    prepared = page(1700, 2200)
+    sent_w, sent_h = prepared.image.size
+    assert sent_w * sent_h > standin.max_pixels
+    counted, answer = run(count_and_ask(standin.url, prepared, "layout_all"))
+    served_h, served_w = smart_resize(sent_h, sent_w, max_pixels=standin.max_pixels)
+    assert seen == [(served_w, served_h)]
+    assert answer.prompt_tokens == counted - 1 + image_tokens(served_h, served_w)
+    assert answer.prompt_tokens < counted - 1 + prepared.image_tokens
+    used = answer.prompt_tokens - (counted - 1)
+    assert PROFILE.served_size(sent_w, sent_h, used) == (served_w, served_h)
+
+
+def test_standin_with_a_higher_pixel_cap_leaves_our_size_alone(standin):
+    seen = []
+    standin.answer_for = lambda width, height: seen.append((width, height))
+    standin.max_pixels = 11_289_600
+    prepared = page(300, 400)
+    counted, answer = run(count_and_ask(standin.url, prepared, "ocr"))
+    assert answer.prompt_tokens == counted - 1 + prepared.image_tokens
+    assert seen == [prepared.image.size]
+
+
+def test_standin_counts_a_chat_without_images_as_tokenize_does(standin):
+    messages = [
+        {"role": "system", "content": "You read pages."},
+        {"role": "user", "content": [{"type": "text", "text": "Read this, " * 9}]},
+    ]
+    with httpx.Client(base_url=standin.url) as client:
+        chat = client.post(
+            "/v1/chat/completions", json={"model": "model", "messages": messages}
+        ).json()
+        text = [{"role": "system", "content": "You read pages."}]
+        text.append({"role": "user", "content": "Read this, " * 9})
+        count = client.post("/tokenize", json={"model": "model", "messages": text}).json()
+    assert chat["usage"]["prompt_tokens"] == count["count"] == (15 + 99) // 4 + 3

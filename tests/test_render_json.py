@@ -17,6 +17,8 @@ PAGE_KEYS = [
     "status",
     "error",
     "notes",
+    "warnings",
+    "reading",
     "attempts",
     "prompt_tokens",
     "completion_tokens",

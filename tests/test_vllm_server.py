@@ -278,3 +278,46 @@ def test_ocr_command_through_the_real_server(vllm_server, tmp_path):
             assert page["attempts"] == 4 and page["notes"][0].startswith("attempt 1 (layout_all")
     assert any(page["attempts"] > 1 for page in doc["pages"])  # gibberish is not layout JSON
     assert result.returncode == (1 if any(p["status"] == "failed" for p in doc["pages"]) else 0)
+
+
+def test_a_main_job_waits_out_a_crash_and_restart_of_the_real_server(tmp_path):
+    """vLLM killed mid-run: dotsocr serve starts it again, and the run waits for it rather
+    than failing its pages or reading them with another engine."""
+    import os
+    import re
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from vllm_support import server
+
+    server.require()
+    served = server.start(tmp_path / "vllm", restart=True)
+    out = tmp_path / "out"
+    data = Path(__file__).parent / "data"
+    try:
+        run = subprocess.Popen(
+            [sys.executable, "-m", "dotsocr", "ocr", data / "multi_page.pdf", "--pages", "1-3",
+             "--server", served.url, "-o", out, "--concurrency", "2"],
+            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+            env={"PATH": os.environ["PATH"], "HOME": str(Path.home())},
+        )  # fmt: skip
+        first = run.stderr.readline()
+        assert first.startswith(f"reading with vllm 0.32.0 at {served.url}"), first
+        vllm = re.search(r"starting vLLM \(pid (\d+)\)", served.progress.read_text())
+        os.killpg(int(vllm.group(1)), signal.SIGKILL)  # its engine and workers with it
+        rest = run.communicate(timeout=900)[1]
+    finally:
+        run.kill()
+        served.stop()
+    assert "Traceback" not in rest and "CPU engine" not in rest
+    assert f"waiting for the server at {served.url}" in rest
+    assert f"the server at {served.url} answers again" in rest
+    assert served.progress.read_text().count("starting vLLM") == 2
+    doc = json.loads((out / "multi_page.json").read_text())
+    assert len(doc["pages"]) == 3 and doc["model"] == "model"
+    for page in doc["pages"]:  # random weights: any status but one caused by the outage
+        assert "no answer from the server" not in (page["error"] or "")
+        assert page["reading"]["engine"] == "vllm 0.32.0"
+    assert run.returncode == (1 if any(p["status"] == "failed" for p in doc["pages"]) else 0)

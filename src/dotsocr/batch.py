@@ -1,7 +1,8 @@
 """``dotsocr ocr``: inputs to sources, the engine to use, the pipeline to outputs, a summary.
 
 What the command does, without the terminal: the CLI gives it options and a reporter
-and prints what it is told.
+and prints what it is told. With an output folder every page is journalled as it
+finishes, so a rerun reads only what is not done yet (see ``ResultWriter``).
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import glob
 import hashlib
 import json
-import os
 import sys
 import time
 from collections import Counter
@@ -17,13 +17,13 @@ from collections.abc import Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from dotsocr.document import DocumentOptions
-from dotsocr.document.sources import walk_folder
-from dotsocr.engines.base import Engine
-from dotsocr.errors import ConfigError, EngineError, NotADocument
-from dotsocr.layout import BBox, PageStatus
+from dotsocr.document.sources import input_problem, walk_folder
+from dotsocr.engines.choice import EngineSettings, open_engine
+from dotsocr.errors import ConfigError, NotADocument, OutputError
+from dotsocr.layout import BBox, PageResult, PageStatus
 from dotsocr.models import ModelProfile
 from dotsocr.output import ResultWriter
 from dotsocr.pipeline import (
@@ -33,9 +33,11 @@ from dotsocr.pipeline import (
     Pipeline,
     PipelineOptions,
     Source,
+    unexpected,
 )
 
 FORMATS = frozenset({"md", "json", "txt", "png"})
+MAX_WARNING_LINES = 20
 
 
 @dataclass(frozen=True)
@@ -46,12 +48,7 @@ class BatchOptions:
     task: str = "layout_all"
     box: BBox | None = None
     document: DocumentOptions = field(default_factory=DocumentOptions)
-    engine: str = "auto"  # auto | server | cpu
-    server: str | None = None
-    served_model: str | None = None  # the model's name on the server; default: found
-    api_key: str | None = None
-    concurrency: int | None = None
-    languages: str = "eng"
+    engine: EngineSettings = field(default_factory=EngineSettings)
     include_furniture: bool = False
     force: bool = False
 
@@ -66,8 +63,10 @@ class Reporter(Protocol):
 @dataclass
 class Summary:
     documents: Counter = field(default_factory=Counter)
-    pages: Counter = field(default_factory=Counter)
+    pages: Counter = field(default_factory=Counter)  # read in this run, by status
+    kept: int = 0  # read by an earlier run
     failures: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
     prompt_tokens: int = 0
     completion_tokens: int = 0
     seconds: float = 0.0
@@ -78,18 +77,31 @@ class Summary:
         return not self.failures
 
     def lines(self) -> list[str]:
-        pages = sum(self.pages.values())
-        rate = pages / self.seconds if self.seconds else 0.0
+        read = sum(self.pages.values())
+        failed = self.pages[PageStatus.FAILED.value]
+        rate = read / self.seconds if self.seconds else 0.0
         docs = ", ".join(f"{n} {k}" for k, n in sorted(self.documents.items())) or "none"
-        by_status = ", ".join(f"{n} {k}" for k, n in sorted(self.pages.items())) or "none"
         out = [
             f"documents: {sum(self.documents.values())} ({docs})",
-            f"pages: {pages} ({by_status})",
-            f"time: {self.seconds:.1f} s, {rate:.2f} pages/s",
+            f"pages: {read + self.kept} ({read - failed} read, {self.kept} kept, {failed} failed)",
         ]
+        if read - failed:
+            by_status = ", ".join(
+                f"{n} {k}" for k, n in sorted(self.pages.items()) if k != PageStatus.FAILED.value
+            )
+            out.append(f"read: {by_status}")
+        if self.warnings:
+            out.append(f"warnings: {len(self.warnings)} (in the pages' JSON)")
+        out.append(f"time: {self.seconds:.1f} s, {rate:.2f} pages/s")
         if self.prompt_tokens or self.completion_tokens:
             out.append(f"tokens: {self.prompt_tokens:,} in, {self.completion_tokens:,} out")
         return out
+
+    def warning_lines(self) -> list[str]:
+        shown = self.warnings[:MAX_WARNING_LINES]
+        if len(self.warnings) > len(shown):
+            shown.append(f"... and {len(self.warnings) - len(shown)} more")
+        return shown
 
 
 def expand_inputs(inputs: list[str]) -> Iterator[tuple[Source, str] | NotADocument]:
@@ -114,6 +126,10 @@ def expand_inputs(inputs: list[str]) -> Iterator[tuple[Source, str] | NotADocume
             if not found:
                 yield NotADocument(raw, "no PDF or image files in this folder")
             continue
+        problem = input_problem(path)
+        if problem:
+            yield NotADocument(raw, problem)
+            continue
         yield Source(raw, path), path.stem
 
 
@@ -134,37 +150,6 @@ def _stamp(source: Source) -> str:
     return f"{source.data.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
 
 
-async def open_engine(options: BatchOptions, stack: AsyncExitStack, reporter: Reporter) -> Engine:
-    """The server when one is configured and answers (or asked for), else the CPU engine."""
-    from dotsocr.engines.cpu import CPUEngine
-    from dotsocr.engines.pool import server_engine
-
-    url = options.server or os.environ.get("DOTSOCR_SERVER_URL")
-    if options.engine in ("auto", "server") and url:
-        engine = server_engine(
-            url,
-            api_key=options.api_key or os.environ.get("DOTSOCR_API_KEY"),
-            model=options.served_model,
-            concurrency=options.concurrency or 64,
-        )
-        try:
-            return await stack.enter_async_context(engine)
-        except EngineError as exc:
-            if options.engine == "server":
-                raise
-            reporter.note(f"server {url} did not answer ({exc}): using the embedded CPU engine")
-    elif options.engine == "server":
-        raise ConfigError(
-            "no server configured: pass --server URL or set DOTSOCR_SERVER_URL, or use --engine cpu"
-        )
-    elif options.engine == "auto":
-        reporter.note(
-            "no server configured (--server or DOTSOCR_SERVER_URL): using the embedded CPU "
-            "engine (Tesseract)"
-        )
-    return await stack.enter_async_context(CPUEngine(options.languages, options.concurrency))
-
-
 @dataclass(frozen=True)
 class _Input:
     label: str  # as the user named it
@@ -182,67 +167,123 @@ async def run_batch(options: BatchOptions, profile: ModelProfile, reporter: Repo
             f"unknown task {options.task!r} for {profile.name}: choose one of "
             f"{', '.join(profile.tasks)}"
         )
+    options.engine.kind  # noqa: B018  # a bad engine choice fails before any work
     summary = Summary()
     started = time.perf_counter()
-    writer = None
-    if options.output:
-        fingerprint = _fingerprint(options, profile)
-        writer = ResultWriter(
-            options.output, options.formats, fingerprint, options.include_furniture
-        )
-        writer.clean_leftovers()
-    inputs: list[_Input] = []
-    sources: list[Source] = []
-    taken: set[str] = set()
-    for item in expand_inputs(options.inputs):
-        if isinstance(item, NotADocument):
-            summary.failures.append(str(item))
-            continue
-        source, name = item
-        planned = _Input(source.name, _unique(name, taken), _stamp(source) if writer else "")
-        if writer and not options.force and writer.is_done(planned.name, planned.stamp):
-            summary.documents["skipped (done)"] += 1
-            reporter.document(source.name, "skipped")
-            continue
-        inputs.append(planned)
-        sources.append(source)
-    if writer is None and len(sources) > 1:
+    planned = _plan(options, summary)
+    if options.output is None and len(planned) > 1:
         raise ConfigError("several inputs need an output folder: pass -o DIR")
-    if not sources:
+    if not planned:
         summary.seconds = time.perf_counter() - started
         return summary
     async with AsyncExitStack() as stack:
-        engine = await open_engine(options, stack, reporter)
+        engine = await open_engine(options.engine, stack, reporter.note)
+        reporter.note(_reading_with(options.engine, engine))
+        writer = None
+        if options.output:
+            writer = ResultWriter(
+                options.output, options.formats, _fingerprint(options, profile, engine),
+                options.include_furniture,
+            )  # fmt: skip
+            writer.clean_leftovers()
+        inputs, sources = _resume(planned, writer, options.force, summary, reporter)
         pipeline_options = PipelineOptions(
             task=options.task,
             box=options.box,
-            concurrency=options.concurrency or getattr(engine, "threads", None) or 64,
+            concurrency=options.engine.concurrency or getattr(engine, "threads", None) or 64,
             document=options.document,
             keep_images=writer is not None and bool({"md", "png"} & options.formats),
         )
         pipeline = Pipeline(engine, profile, pipeline_options)
         async for event in pipeline.run(sources):
-            _handle(event, inputs[event.key], writer, summary, reporter)
+            _handle(event, inputs[event.key], sources[event.key], writer, summary, reporter)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _plan(options: BatchOptions, summary: Summary) -> list[tuple[Source, _Input]]:
+    """The inputs that can be read, each with its output name; the others as failures."""
+    planned: list[tuple[Source, _Input]] = []
+    taken: set[str] = set()
+    for item in expand_inputs(options.inputs):
+        if isinstance(item, NotADocument):
+            summary.documents["failed"] += 1
+            summary.failures.append(str(item))
+            continue
+        source, name = item
+        try:
+            stamp = _stamp(source) if options.output else ""
+        except OSError as exc:  # gone or unreadable since it was listed
+            summary.documents["failed"] += 1
+            summary.failures.append(f"{source.name}: cannot be read ({exc.strerror or exc})")
+            continue
+        planned.append((source, _Input(source.name, _unique(name, taken), stamp)))
+    return planned
+
+
+def _resume(
+    planned: list[tuple[Source, _Input]],
+    writer: ResultWriter | None,
+    force: bool,
+    summary: Summary,
+    reporter: Reporter,
+) -> tuple[list[_Input], list[Source]]:
+    """Leave out the documents done before; hand each other one the pages it kept."""
+    inputs: list[_Input] = []
+    sources: list[Source] = []
+    for source, item in planned:
+        if writer and not force:
+            done = writer.done_pages(item.name, item.stamp)
+            if done is not None:
+                summary.documents["skipped (done)"] += 1
+                summary.kept += done
+                reporter.document(source.name, "skipped")
+                continue
+            kept = writer.kept_pages(item.name, item.stamp)
+            source = Source(source.name, source.data, kept)
+        inputs.append(item)
+        sources.append(source)
+    return inputs, sources
+
+
+def _reading_with(settings: EngineSettings, engine: Any) -> str:
+    """The run's first line: what reads the pages (the server's URL is for this user only)."""
+    info = getattr(engine, "info", None)
+    if settings.kind == "cpu":
+        why = "" if settings.engine == "cpu" else "no server configured (--server or "
+        why = f"{why}DOTSOCR_SERVER_URL): " if why else ""
+        return f"{why}reading with the embedded CPU engine (Tesseract)"
+    line = (
+        f"reading with {info.engine} at {settings.server_url} (model {info.model})" if info else ""
+    )
+    why_down = getattr(engine, "why_down", None)
+    if why_down:
+        return f"the server does not answer ({why_down}): reading with the embedded CPU engine"
+    if settings.fallback:
+        line += "; pages it cannot read go to the embedded CPU engine"
+    return line
 
 
 def _handle(
     event: DocumentStarted | PageDone | DocumentDone,
     item: _Input,
+    source: Source,
     writer: ResultWriter | None,
     summary: Summary,
     reporter: Reporter,
 ) -> None:
     if isinstance(event, DocumentStarted):
+        summary.kept += event.kept
+        if writer:
+            writer.start(item.name, item.stamp, dict(source.kept))
         reporter.started(item.label, event.pages)
     elif isinstance(event, PageDone):
         result = event.result
+        if writer:
+            result = _write_page(writer, item.name, result, event.image)
         summary.pages[result.status.value] += 1
         summary.prompt_tokens += result.prompt_tokens or 0
         summary.completion_tokens += result.completion_tokens or 0
-        if writer:
-            writer.page(item.name, result, event.image)
         reporter.page(item.label, result.status)
     elif event.error:
         summary.documents["failed"] += 1
@@ -254,6 +295,7 @@ def _handle(
         for page in document.pages:
             if page.status is PageStatus.FAILED:
                 summary.failures.append(f"{item.label}: page {page.number}: {page.error}")
+            summary.warnings += [f"{item.label}: page {page.number}: {w}" for w in page.warnings]
         if writer:
             writer.document(item.name, document, item.stamp)
         else:
@@ -263,16 +305,34 @@ def _handle(
         reporter.document(item.label, document.status)
 
 
-def _fingerprint(options: BatchOptions, profile: ModelProfile) -> str:
+def _write_page(writer: ResultWriter, name: str, result: PageResult, image: Any) -> PageResult:
+    """Write the page's files and journal it; a page whose outputs cannot be made fails
+    with the reason (a full disk stops the run: nothing else could be written either)."""
+    try:
+        writer.page(name, result, image)
+    except OutputError:
+        raise
+    except Exception as exc:  # a renderer's bug: the page fails, the others go on
+        failed = result.model_copy(
+            update={"status": PageStatus.FAILED, "error": unexpected(exc, "writing its outputs")}
+        )
+        result.status, result.error = failed.status, failed.error  # the document sees it too
+        writer.page(name, result, None)
+    return result
+
+
+def _fingerprint(options: BatchOptions, profile: ModelProfile, engine: Any) -> str:
+    """The settings a result depends on: what reads (the engine's kind and the served
+    model, not the URL, so that replicas share results), and what is asked."""
+    info = getattr(engine, "info", None)
     settings = {
         "task": options.task,
         "box": options.box,
         "document": options.document.model_dump(exclude={"password"}),
         "formats": sorted(options.formats),
         "model": profile.name,
-        "served_model": options.served_model,
-        "engine": options.engine,
-        "server": options.server,
+        "engine": options.engine.kind,
+        "served_model": info.model if info else "tesseract",
         "furniture": options.include_furniture,
     }
     return json.dumps(settings, sort_keys=True, default=str)

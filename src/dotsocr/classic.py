@@ -15,16 +15,19 @@ import sys
 import time
 from collections.abc import Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any, TypeVar
 
+from dotsocr import defaults
 from dotsocr.document import open_document
 from dotsocr.engines.base import EngineAnswer
+from dotsocr.engines.choice import EngineSettings, open_engine
 from dotsocr.engines.openai import OpenAIEngine, RetryPolicy
 from dotsocr.errors import ConfigError, DotsOCRError
 from dotsocr.layout import DocumentResult, PageStatus
-from dotsocr.models import get_profile
-from dotsocr.pipeline import DocumentDone, Pipeline, PipelineOptions, Source
+from dotsocr.models import capped_profile
+from dotsocr.pipeline import NO_TEXT, DocumentDone, Pipeline, PipelineOptions, Source
 from dotsocr.render import render_markdown
 from dotsocr.serve import probe
 
@@ -46,6 +49,10 @@ class DotsOCRClient:
         model: the served model name; default: the first the server lists.
         api_key: the server's API key; default ``$DOTSOCR_API_KEY``.
         timeout: seconds to wait for one page's answer.
+        max_pixels: the server's pixel cap (``dotsocr plan`` prints it), when it is lower
+            than the model's: pages are sent at that size, so that boxes map back exactly.
+        server_timeout: seconds to wait for a server that does not answer (loading,
+            restarting) before the pages fail.
 
     Example:
         >>> client = DotsOCRClient("http://localhost:8000")
@@ -60,11 +67,15 @@ class DotsOCRClient:
         model: str | None = None,
         api_key: str | None = None,
         timeout: float = 600,
+        max_pixels: int | None = None,
+        server_timeout: float = defaults.SERVER_TIMEOUT,
     ) -> None:
         self.base_url = base_url or os.environ.get("DOTSOCR_SERVER_URL") or DEFAULT_URL
         self.model = model
         self.api_key = api_key if api_key is not None else os.environ.get("DOTSOCR_API_KEY")
         self.timeout = timeout
+        self.max_pixels = max_pixels
+        self.server_timeout = server_timeout
         self.last_error: str | None = None  # why the last health_check said False
 
     def health_check(self) -> bool:
@@ -93,10 +104,12 @@ class DotsOCRClient:
         """OCR an image or PDF (every page) into Markdown and cells; never raises.
 
         Returns:
-            ``success`` (some page was read), ``text`` (Markdown of all pages), ``cells``
-            (dicts with page, bbox, category, text), ``pages``, ``status`` (ok, partial,
-            failed), ``processing_time`` (s), ``usage`` (tokens), ``model`` and ``error``
-            (None, or one line naming the file and what to do).
+            ``success`` (some page was read, and no page with ink came back without
+            text), ``text`` (Markdown of all pages), ``cells`` (dicts with page, bbox,
+            category, text), ``pages``, ``status`` (ok, partial, failed),
+            ``processing_time`` (s), ``usage`` (tokens), ``model`` (what read it),
+            ``warnings`` (lines naming the page) and ``error`` (None, or one line naming
+            the file and what to do).
         """
         started = time.perf_counter()
         try:
@@ -132,17 +145,19 @@ class DotsOCRClient:
             "error": None,
         }
 
-    def _engine(self, *, any_model: bool = False, retry: RetryPolicy | None = None) -> OpenAIEngine:
+    def _engine(self, *, any_model: bool = False) -> OpenAIEngine:
+        """For questions about the server itself: answered now, not waited for."""
         return OpenAIEngine(
             self.base_url,
             api_key=self.api_key,
             model=None if any_model else self.model,
             timeout=self.timeout,
-            retry=retry,
+            retry=ONCE,
+            server_timeout=None,
         )
 
     async def _served(self) -> list[str]:
-        async with self._engine(any_model=True, retry=ONCE) as engine:
+        async with self._engine(any_model=True) as engine:
             assert engine.info is not None
             return list(engine.info.served)
 
@@ -152,14 +167,20 @@ class DotsOCRClient:
                 f"unknown prompt mode {task!r}: choose one of {', '.join(PROMPT_MODES)}"
             )
         await asyncio.to_thread(_check_readable, path)  # a bad file needs no server
-        profile = get_profile(PROFILE)
+        profile = capped_profile(PROFILE, self.max_pixels)
         options = PipelineOptions(task=task, keep_images=False)
-        async with self._engine() as engine:
+        settings = EngineSettings(
+            engine="server", server_url=self.base_url, api_key=self.api_key,
+            served_model=self.model, server_timeout=self.server_timeout,
+            answer_timeout=self.timeout,
+        )  # fmt: skip
+        async with AsyncExitStack() as stack:
+            engine = await open_engine(settings, stack)
             async for event in Pipeline(engine, profile, options).run([Source(str(path), path)]):
                 if isinstance(event, DocumentDone):
                     if event.error:
                         raise DotsOCRError(event.error)
-                    return event.result, engine.model
+                    return event.result, event.result.model or engine.model
         raise AssertionError("the pipeline ended without a result")  # pragma: no cover
 
     async def _chat(self, text: str, max_tokens: int) -> EngineAnswer:
@@ -185,12 +206,17 @@ def _image_result(
         return {
             "success": False, "text": "", "cells": [], "pages": 0, "status": "failed",
             "processing_time": _since(started), "usage": _usage(0, 0), "model": model,
-            "error": error,
+            "warnings": [], "error": error,
         }  # fmt: skip
     failed = [p for p in document.pages if p.status is PageStatus.FAILED]
+    warnings = [f"{label}: page {p.number}: {w}" for p in document.pages for w in p.warnings]
+    text = render_markdown(document, pictures="omit").text
+    unread = [w for p in document.pages for w in p.warnings if w == NO_TEXT]
     if failed:
         more = f" (and {len(failed) - 1} more pages failed)" if len(failed) > 1 else ""
         error = f"{label}: page {failed[0].number}: {failed[0].error}{more}"
+    elif unread and not text.strip():
+        error = f"{label}: no text was read, though the page is not blank: {NO_TEXT}"
     cells = [
         {"page": page.number, **cell.model_dump(exclude_none=True)}
         for page in document.pages
@@ -199,8 +225,8 @@ def _image_result(
     for cell in cells:
         cell["bbox"] = list(cell["bbox"])
     return {
-        "success": document.status != "failed",
-        "text": render_markdown(document, pictures="omit").text,
+        "success": document.status != "failed" and not (unread and not text.strip()),
+        "text": text,
         "cells": cells,
         "pages": len(document.pages),
         "status": document.status,
@@ -210,6 +236,7 @@ def _image_result(
             sum(p.completion_tokens or 0 for p in document.pages),
         ),
         "model": model,
+        "warnings": warnings,
         "error": error,
     }
 
@@ -248,6 +275,15 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--api-key", help="server API key (default: $DOTSOCR_API_KEY)")
     parser.add_argument("--timeout", type=float, default=600, help="seconds per page")
     parser.add_argument(
+        "--max-pixels", type=int, help="the server's pixel cap, when lower than the model's"
+    )
+    parser.add_argument(
+        "--server-timeout",
+        type=float,
+        default=defaults.SERVER_TIMEOUT,
+        help="seconds to wait for a server that does not answer",
+    )
+    parser.add_argument(
         "--prompt-mode", default="layout_all", choices=PROMPT_MODES, help="what to ask for"
     )
     action = parser.add_mutually_exclusive_group(required=True)
@@ -261,7 +297,10 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """The script: 0 on success, 1 on failure with one ``error:`` line on stderr."""
     args = _parser().parse_args(argv)
-    client = DotsOCRClient(args.url, model=args.model, api_key=args.api_key, timeout=args.timeout)
+    client = DotsOCRClient(
+        args.url, model=args.model, api_key=args.api_key, timeout=args.timeout,
+        max_pixels=args.max_pixels, server_timeout=args.server_timeout,
+    )  # fmt: skip
     if args.health:
         if client.health_check():
             print(f"healthy: {client.base_url} is ready")

@@ -173,6 +173,10 @@ class EngineChoice(StrEnum):
     cpu = "cpu"
 
 
+class FallbackChoice(StrEnum):
+    cpu = "cpu"
+
+
 @app.command()
 def ocr(
     inputs: Annotated[list[str], typer.Argument(help="Files, folders, globs, or - for stdin.")],
@@ -223,8 +227,31 @@ def ocr(
         int | None, typer.Option("--concurrency", min=1, help="Pages in flight at once.")
     ] = None,
     engine: Annotated[
-        EngineChoice, typer.Option("--engine", help="auto: the server if it answers, else CPU.")
+        EngineChoice,
+        typer.Option(
+            "--engine",
+            help="server: the configured server only; cpu: the embedded engine only; auto: "
+            "the server when one is configured, else the embedded engine.",
+        ),
     ] = EngineChoice.auto,
+    server_timeout: Annotated[
+        float,
+        typer.Option(
+            "--server-timeout",
+            min=0,
+            help="Seconds to wait for a server that does not answer (loading, restarting) "
+            "before its pages fail.",
+            envvar="DOTSOCR_SERVER_TIMEOUT",
+        ),
+    ] = defaults.SERVER_TIMEOUT,
+    fallback: Annotated[
+        FallbackChoice | None,
+        typer.Option(
+            "--fallback",
+            help="cpu: pages the server cannot read go to the embedded engine (each page "
+            "says so). Default: they fail.",
+        ),
+    ] = None,
     languages: Annotated[
         str, typer.Option("--languages", help="CPU engine languages, e.g. eng+deu.")
     ] = "eng",
@@ -247,6 +274,7 @@ def ocr(
     import asyncio
 
     from dotsocr.batch import BatchOptions, run_batch
+    from dotsocr.engines.choice import EngineSettings
     from dotsocr.memory import tune_malloc
     from dotsocr.progress import make_reporter
 
@@ -259,12 +287,16 @@ def ocr(
         task=TASKS.get(task, task) if task else profile.default_task,
         box=_parse_box(bbox) if bbox else None,
         document=_document_options(pages, dpi, password),
-        engine=engine.value,
-        server=server,
-        served_model=served_model,
-        api_key=api_key,
-        concurrency=concurrency,
-        languages=languages,
+        engine=EngineSettings(
+            engine=engine.value,
+            server_url=server,
+            api_key=api_key,
+            served_model=served_model,
+            languages=languages,
+            concurrency=concurrency,
+            server_timeout=server_timeout,
+            fallback=fallback.value if fallback else None,
+        ),
         include_furniture=furniture,
         force=force,
     )
@@ -276,6 +308,8 @@ def ocr(
         sys.stdout.write(summary.markdown)
     for line in summary.lines():
         typer.echo(line, err=True)
+    for warning in summary.warning_lines():
+        typer.echo(f"warning: {warning}", err=True)
     for failure in summary.failures:
         error_line(failure)
     raise typer.Exit(0 if summary.ok else 1)
@@ -296,15 +330,9 @@ def languages() -> None:
 
 
 def _profile(model: str, max_pixels: int | None):
-    """The model's profile, with the server's pixel cap when it is lower than the model's."""
-    import dataclasses
+    from dotsocr.models import capped_profile
 
-    from dotsocr.models import profile_for
-
-    profile = profile_for(model)[0]
-    if max_pixels and max_pixels < profile.max_pixels:
-        profile = dataclasses.replace(profile, max_pixels=max_pixels)
-    return profile
+    return capped_profile(model, max_pixels)
 
 
 def _register_commands() -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import (
@@ -20,6 +20,9 @@ from pydantic_settings import (
 )
 
 from dotsocr import defaults
+
+if TYPE_CHECKING:
+    from dotsocr.engines.choice import EngineSettings
 
 MB = 1024 * 1024
 
@@ -34,6 +37,15 @@ class GatewaySettings(BaseSettings):
         Literal["auto", "server", "cpu"],
         Field(description="auto: the server when one is set, else the CPU engine"),
     ] = "auto"
+    server_timeout: Annotated[
+        float,
+        Field(ge=0, description="seconds a server that does not answer is waited for before "
+              "its pages fail (they stay queued meanwhile)"),
+    ] = defaults.SERVER_TIMEOUT  # fmt: skip
+    fallback: Annotated[
+        Literal["cpu"] | None,
+        Field(description="cpu: pages the server cannot read go to the CPU engine"),
+    ] = None
     server_url: Annotated[
         str | None,
         Field(description="OpenAI-compatible server, or several replicas separated by commas"),
@@ -149,6 +161,17 @@ class GatewaySettings(BaseSettings):
                 "DOTSOCR_DATABASE_URL must be a PostgreSQL URL (postgresql://user:password@"
                 f"host:5432/db), not {f'{scheme}://...' if scheme else 'what it is now'}"
             )
+
+    def engine_settings(self) -> EngineSettings:
+        """What ``open_engine`` needs, for the pages this process reads."""
+        from dotsocr.engines.choice import EngineSettings
+
+        return EngineSettings(
+            engine=self.engine, server_url=self.server_url, api_key=self.server_api_key,
+            served_model=self.served_model, languages=self.languages,
+            concurrency=self.max_in_flight, server_timeout=self.server_timeout,
+            fallback=self.fallback,
+        )  # fmt: skip
 
     @property
     def worker_name(self) -> str:

@@ -8,3 +8,7 @@ MAX_IMAGE_PIXELS = 178_956_970
 
 SERVER_URL = "http://127.0.0.1:8000"
 """Where the commands that look at a model server look when told nothing (vLLM's port)."""
+
+SERVER_TIMEOUT = 600.0
+"""Seconds a model server that does not answer is waited for before pages fail: loading a
+model on a GPU takes minutes, and ``dotsocr serve`` restarts a crashed one."""

@@ -65,6 +65,33 @@ class PageStatus(StrEnum):
     FAILED = "failed"  # no usable answer, or the page could not be rendered
 
 
+class Reading(BaseModel):
+    """What read a page, and how: enough to know whether to trust it and to redo it alike."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    engine: Annotated[str, Field(description="the engine and its version, e.g. vllm 0.32.0")]
+    model: Annotated[str | None, Field(description="the model's name where it was served")] = None
+    profile: Annotated[str | None, Field(description="the model profile that built the prompt "
+                                         "and parsed the answer")] = None  # fmt: skip
+    task: str | None = None
+    prompt: Annotated[str | None, Field(description="the prompt's text as sent")] = None
+    image_size: Annotated[
+        tuple[int, int] | None, Field(description="width, height of the image sent")
+    ] = None
+    served_size: Annotated[
+        tuple[int, int] | None,
+        Field(description="width, height the server resized the image to, when it did"),
+    ] = None
+    recogniser: Annotated[str | None, Field(description="the CPU engine's text recogniser")] = None
+    orientation: Annotated[
+        int | None, Field(description="degrees the CPU engine turned the page to read it")
+    ] = None
+    fallback: Annotated[
+        bool, Field(description="read by the fallback engine because the server failed")
+    ] = False
+
+
 class PageResult(BaseModel):
     """Everything known about one page after OCR."""
 
@@ -81,6 +108,10 @@ class PageResult(BaseModel):
     notes: Annotated[list[str], Field(description="what was repaired, dropped or flagged")] = Field(
         default_factory=list
     )
+    warnings: Annotated[
+        list[str], Field(description="what looks wrong in a result that did not fail")
+    ] = Field(default_factory=list)
+    reading: Annotated[Reading | None, Field(description="what read the page, and how")] = None
     attempts: int = 0
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
@@ -98,7 +129,9 @@ class DocumentResult(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     source: str
-    model: str | None = None
+    model: Annotated[str | None, Field(description="what read the pages (the served model, "
+                                       "or the CPU engine)")] = None  # fmt: skip
+    profile: Annotated[str | None, Field(description="the model profile asked for")] = None
     task: str | None = None
     pages: list[PageResult] = Field(default_factory=list)
 

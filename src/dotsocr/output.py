@@ -13,7 +13,7 @@ from urllib.parse import quote
 from PIL import Image
 
 from dotsocr.errors import OutputError
-from dotsocr.layout import DocumentResult, PageResult
+from dotsocr.layout import DocumentResult, PageResult, PageStatus
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)  # read once, at import, while no other thread can be creating files
@@ -64,10 +64,13 @@ class ResultWriter:
     """Writes each document's outputs into a folder, page by page, and marks it done.
 
     Picture crops go to ``NAME_files/`` and annotated pages (with ``png``) to
-    ``NAME_pages/`` as their pages finish, while the pixels are at hand; ``NAME.md``
-    and ``NAME.json`` are written when the document is complete (running headers are
-    known only then). A marker with the settings' fingerprint is written last, so a
-    rerun skips exactly the documents whose outputs are complete for the same settings.
+    ``NAME_pages/`` as their pages finish, while the pixels are at hand; then the page's
+    result is appended to the document's journal (``.dotsocr/NAME.pages.jsonl``), so a
+    run killed half-way through a document reads only its other pages when run again.
+    ``NAME.md`` and ``NAME.json`` are written when the document is complete (running
+    headers are known only then). A marker with the settings' fingerprint is written last,
+    and only when no page failed, so a rerun skips exactly the documents whose outputs are
+    complete for the same settings and reads the failed pages of the others again.
     """
 
     def __init__(
@@ -87,19 +90,65 @@ class ResultWriter:
                 removed += 1
         return removed
 
-    def is_done(self, name: str, source_stamp: str) -> bool:
+    def done_pages(self, name: str, source_stamp: str) -> int | None:
+        """How many pages a document done before with these settings has (its outputs all
+        there), or None when it is not done."""
         marker = self._marker(name)
         try:
             recorded = json.loads(marker.read_text(encoding="utf-8"))
         except (OSError, ValueError):
-            return False
+            return None
         outputs = [self.folder / p for p in recorded.get("outputs", [])]
-        return recorded.get("fingerprint") == self._stamp(source_stamp) and all(
-            p.is_file() for p in outputs
-        )
+        if recorded.get("fingerprint") != self._stamp(source_stamp):
+            return None
+        if not all(p.is_file() for p in outputs):
+            return None
+        return int(recorded.get("pages", 0))
+
+    def kept_pages(self, name: str, source_stamp: str) -> dict[int, PageResult]:
+        """The pages an earlier run read for these settings and this input, by index: those
+        that neither failed nor fell back to another engine (both are read again)."""
+        path = self._journal(name)
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError):
+            return {}
+        if not lines or _json_line(lines[0]) != {"fingerprint": self._stamp(source_stamp)}:
+            return {}
+        kept: dict[int, PageResult] = {}
+        for line in lines[1:]:  # a line cut by a kill is not valid JSON: that page is read again
+            data = _json_line(line)
+            try:
+                page = PageResult.model_validate(data)
+            except ValueError:
+                continue
+            if _final(page):
+                kept[page.index] = page
+            else:
+                kept.pop(page.index, None)
+        return kept
+
+    def start(self, name: str, source_stamp: str, kept: dict[int, PageResult]) -> None:
+        """Begin the document's journal afresh, with the pages kept from the last one."""
+        lines = [json.dumps({"fingerprint": self._stamp(source_stamp)})]
+        lines += [page.model_dump_json() for page in kept.values()]
+        write_atomic(self._journal(name), "\n".join(lines) + "\n")
 
     def page(self, name: str, result: PageResult, image: Image.Image | None) -> None:
-        """Write the page's picture crops and annotated image while its pixels are here."""
+        """Write the page's picture crops and annotated image while its pixels are here,
+        then record the page in the document's journal."""
+        self._page_files(name, result, image)
+        try:
+            with self._journal(name).open("a", encoding="utf-8") as journal:
+                journal.write(result.model_dump_json() + "\n")
+                journal.flush()
+                os.fsync(journal.fileno())
+        except OSError as exc:
+            raise OutputError(
+                f"cannot write {self._journal(name)}: {exc.strerror or exc}"
+            ) from None
+
+    def _page_files(self, name: str, result: PageResult, image: Image.Image | None) -> None:
         from dotsocr.render import render_annotated, render_markdown, to_png_bytes
 
         if image is None:
@@ -114,7 +163,9 @@ class ResultWriter:
             write_atomic(self._page_png(name, result.index), to_png_bytes(drawn))
 
     def document(self, name: str, result: DocumentResult, source_stamp: str) -> list[Path]:
-        """Write the document's Markdown, JSON and text, then its completion marker."""
+        """Write the document's Markdown, JSON and text, then, when no page failed, its
+        completion marker in place of its journal (a rerun reads failed and fallen-back
+        pages again)."""
         from dotsocr.render import render_json, render_markdown, render_text
 
         written: list[Path] = []
@@ -133,9 +184,16 @@ class ResultWriter:
             written.append(self._write(f"{name}.txt", text))
         if "png" in self.formats:
             written += [self._page_png(name, p.index) for p in result.pages if p.width]
+        if not all(_final(page) for page in result.pages):  # its journal stays for a rerun
+            self._marker(name).unlink(missing_ok=True)
+            return written
         outputs = [str(p.relative_to(self.folder)) for p in written]
-        marker = {"fingerprint": self._stamp(source_stamp), "outputs": outputs}
+        marker = {
+            "fingerprint": self._stamp(source_stamp), "outputs": outputs,
+            "pages": len(result.pages),
+        }  # fmt: skip
         write_atomic(self._marker(name), json.dumps(marker, indent=1))
+        self._journal(name).unlink(missing_ok=True)
         return written
 
     def _write(self, relative: str, text: str) -> Path:
@@ -149,5 +207,21 @@ class ResultWriter:
     def _marker(self, name: str) -> Path:
         return self.folder / MARKERS / f"{name}.done.json"
 
+    def _journal(self, name: str) -> Path:
+        return self.folder / MARKERS / f"{name}.pages.jsonl"
+
     def _stamp(self, source_stamp: str) -> str:
         return hashlib.sha256(f"{self.fingerprint}|{source_stamp}".encode()).hexdigest()
+
+
+def _final(page: PageResult) -> bool:
+    """A page a rerun keeps: it neither failed nor fell back to another engine."""
+    fell_back = page.reading is not None and page.reading.fallback
+    return page.status is not PageStatus.FAILED and not fell_back
+
+
+def _json_line(line: str) -> object:
+    try:
+        return json.loads(line)
+    except ValueError:
+        return None

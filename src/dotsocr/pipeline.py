@@ -3,37 +3,44 @@
 Pages of every document share one in-flight limit; rendering runs ahead of the engine
 in a bounded window; each page climbs a ladder (parse, repair, retry warmer, fall back
 to the plain-text prompt, fail with the raw answer kept) and every step is recorded on
-its PageResult. The pipeline yields events and knows nothing of terminals or files.
+its PageResult, with what read it. Any exception while reading a page becomes a failed
+page with the reason. The pipeline yields events and knows nothing of terminals or files.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import dataclasses
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from PIL import Image
 
 from dotsocr.document import Document, DocumentOptions, Page, open_document
-from dotsocr.engines.base import Engine
-from dotsocr.errors import DocumentError, DotsOCRError, EngineError, PageTooExtreme
+from dotsocr.document.ink import has_ink
+from dotsocr.engines.base import Engine, EngineAnswer
+from dotsocr.errors import DotsOCRError, EngineError, PageTooExtreme
 from dotsocr.furniture import mark_running_furniture
-from dotsocr.layout import BBox, DocumentResult, PageResult, PageStatus
+from dotsocr.layout import BBox, DocumentResult, PageResult, PageStatus, Reading
 from dotsocr.models import ModelProfile, estimate_text_tokens
-from dotsocr.models.base import Geometry, PreparedPage
+from dotsocr.models.base import ChatRequest, Geometry, PreparedPage
+
+NO_TEXT = (
+    "the page has ink but no text was read: look at it (a picture of text, a page turned "
+    "sideways, or an answer lost)"
+)
 
 
 @dataclass(frozen=True)
 class Source:
-    """One input: a path, or bytes with a name."""
+    """One input: a path, or bytes with a name; ``kept``: its pages read by an earlier run,
+    by index, which are not read again."""
 
     name: str
     data: Path | bytes
+    kept: Mapping[int, PageResult] = field(default_factory=dict, compare=False, hash=False)
 
 
 @dataclass(frozen=True)
@@ -52,7 +59,8 @@ class PipelineOptions:
 class DocumentStarted:
     key: int  # the source's position in the input: names may repeat
     source: str
-    pages: int
+    pages: int  # to read now
+    kept: int = 0  # read by an earlier run
 
 
 @dataclass
@@ -79,7 +87,35 @@ class _Work:
     source: str
     page: Page | None
     index: int
-    error: DocumentError | None = None
+    error: str | None = None  # why the page could not be rendered
+
+
+@dataclass
+class _Open:
+    """A document whose pages are being read."""
+
+    source: str
+    todo: int  # pages still to read
+    pages: list[PageResult]
+
+
+@dataclass
+class _Plan:
+    """A page prepared once for every step of its ladder."""
+
+    prepared: PreparedPage
+    max_tokens: int | None
+    text_tokens: dict[str, int]  # the server's count of each task's prompt, when it counts
+    ink: bool  # the page shows marks, so a result with no text is suspect
+
+
+class _Misread(Exception):
+    """The answer cannot be placed on the page (the server resized it beyond explaining)."""
+
+
+def unexpected(exc: BaseException, doing: str) -> str:
+    """The reason a page failed on an exception of ours (a bug): enough to report it."""
+    return f"unexpected {type(exc).__name__} while {doing}: {exc} (please report this bug)"
 
 
 class Pipeline:
@@ -102,12 +138,13 @@ class Pipeline:
         """Yield events as pages finish; every source ends with one DocumentDone."""
         events: asyncio.Queue[Event | None] = asyncio.Queue()
         work: asyncio.Queue[_Work | None] = asyncio.Queue(maxsize=self.options.render_ahead)
-        pending: dict[int, dict[str, Any]] = {}
+        documents: dict[int, _Open] = {}
         workers = [
-            asyncio.create_task(self._worker(work, events, pending))
+            asyncio.create_task(self._worker(work, events, documents))
             for _ in range(self.options.concurrency)
         ]
-        producer = asyncio.create_task(self._produce(sources, work, events, pending))
+        producer = asyncio.create_task(self._produce(sources, work, events, documents))
+        tasks = (producer, *workers)
         try:
             running = len(workers)
             while running:
@@ -117,13 +154,14 @@ class Pipeline:
                     continue
                 yield event
         finally:
-            for task in (producer, *workers):
+            for task in tasks:
                 task.cancel()
-            for task in (producer, *workers):
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+        crashed = [o for o in outcomes if isinstance(o, Exception)]
+        if crashed:  # every page's failure is caught below: this is a bug in the loop itself
+            raise DotsOCRError(unexpected(crashed[0], "running the pipeline")) from crashed[0]
 
-    async def _produce(self, sources, work, events, pending) -> None:
+    async def _produce(self, sources, work, events, documents: dict[int, _Open]) -> None:
         """Open documents and render pages one at a time, at most a window ahead."""
         try:
             for key, source in enumerate(sources):
@@ -133,24 +171,39 @@ class Pipeline:
                     message = (
                         str(exc)
                         if isinstance(exc, DotsOCRError)
-                        else (
-                            f"{source.name}: unexpected {type(exc).__name__}: {exc} (please report)"
-                        )
+                        else f"{source.name}: {unexpected(exc, 'opening it')}"
                     )
                     await events.put(DocumentDone(key, DocumentResult(source=source.name), message))
                     continue
                 with document:
-                    pending[key] = {"total": len(document.selected), "pages": []}
-                    await events.put(DocumentStarted(key, source.name, len(document.selected)))
-                    pages = document.pages()
-                    while (page := await asyncio.to_thread(next, pages, None)) is not None:
-                        if isinstance(page, Page):
-                            await work.put(_Work(key, source.name, page, page.index))
-                        else:
-                            await work.put(_Work(key, source.name, None, page.index, page.error))
+                    await self._render(key, source, document, work, events, documents)
         finally:
             for _ in range(self.options.concurrency):
                 await work.put(None)
+
+    async def _render(self, key, source: Source, document: Document, work, events, documents):
+        """Queue the document's pages not read before; a renderer that breaks down fails
+        the pages it did not give."""
+        selected = set(document.selected)
+        kept = {i: r for i, r in source.kept.items() if i in selected}
+        todo = [i for i in document.selected if i not in kept]
+        documents[key] = _Open(source.name, len(todo), list(kept.values()))
+        await events.put(DocumentStarted(key, source.name, len(todo), len(kept)))
+        if not todo:
+            await events.put(self._finished(key, documents))
+            return
+        pages = document.pages(skip=kept)
+        for index in todo:
+            try:
+                page = await asyncio.to_thread(next, pages)
+            except Exception as exc:  # StopIteration included: a page it never gave
+                error = f"{source.name}: page {index + 1}: {unexpected(exc, 'rendering it')}"
+                await work.put(_Work(key, source.name, None, index, error))
+                continue
+            if isinstance(page, Page):
+                await work.put(_Work(key, source.name, page, page.index))
+            else:
+                await work.put(_Work(key, source.name, None, page.index, str(page.error)))
 
     def _open(self, source: Source) -> Document:
         options = self.options.document
@@ -158,7 +211,7 @@ class Pipeline:
             options = options.model_copy(update={"max_pixels": self.profile.max_pixels})
         return open_document(source.data, options, name=source.name)
 
-    async def _worker(self, work, events, pending) -> None:
+    async def _worker(self, work, events, documents: dict[int, _Open]) -> None:
         try:
             while (item := await work.get()) is not None:
                 result = await self._page(item)
@@ -166,39 +219,53 @@ class Pipeline:
                 image = item.page.image if keep else None
                 await events.put(PageDone(item.key, item.source, result, image))
                 item.page = None  # let the image go as soon as nothing needs it
-                state = pending[item.key]
-                state["pages"].append(result)
-                if len(state["pages"]) == state["total"]:
-                    del pending[item.key]
-                    pages = sorted(state["pages"], key=lambda r: r.index)
-                    mark_running_furniture(pages)
-                    document = DocumentResult(
-                        source=item.source,
-                        model=self.profile.name,
-                        task=self.options.task,
-                        pages=pages,
-                    )
-                    await events.put(DocumentDone(item.key, document))
+                document = documents[item.key]
+                document.pages.append(result)
+                document.todo -= 1
+                if not document.todo:
+                    await events.put(self._finished(item.key, documents))
         finally:
             await events.put(None)
+
+    def _finished(self, key: int, documents: dict[int, _Open]) -> DocumentDone:
+        document = documents.pop(key)
+        pages = sorted(document.pages, key=lambda r: r.index)
+        mark_running_furniture(pages)
+        readers = [p.reading.model or p.reading.engine for p in pages if p.reading]
+        result = DocumentResult(
+            source=document.source,
+            model=", ".join(dict.fromkeys(readers)) or None,
+            profile=self.profile.name,
+            task=self.options.task,
+            pages=pages,
+        )
+        return DocumentDone(key, result)
 
     async def read_page(self, page: Page) -> PageResult:
         """One page through the ladder, timed: for callers that schedule pages themselves."""
         return await self._page(_Work(0, "", page, page.index))
 
     async def _page(self, item: _Work) -> PageResult:
+        """The page's result; never an exception."""
         if item.page is None:
             return PageResult(
                 index=item.index, width=0, height=0, status=PageStatus.FAILED,
-                error=str(item.error), notes=["the page could not be rendered"],
+                error=item.error, notes=["the page could not be rendered"],
             )  # fmt: skip
         started = time.perf_counter()
-        result = await self._ladder(item.page)
+        try:
+            result = await self._ladder(item.page)
+        except Exception as exc:  # a bug of ours: this page fails with the reason, not the run
+            page = item.page
+            result = PageResult(
+                index=page.index, width=page.width, height=page.height, dpi=page.dpi,
+                status=PageStatus.FAILED, error=unexpected(exc, "reading the page"),
+            )  # fmt: skip
         result.seconds = round(time.perf_counter() - started, 3)
         return result
 
-    async def _ladder(self, page: Page) -> PageResult:
-        """Parse, repair, retry warmer, fall back to plain text, or fail keeping the answer."""
+    def _steps(self) -> tuple[str, list[tuple[str, float]], list[str]]:
+        """The main task, the ladder's (task, temperature) steps, and notes about them."""
         main = self.options.task
         notes: list[str] = []
         if main not in self.profile.tasks:  # e.g. layout asked of a model that gives no boxes
@@ -210,50 +277,137 @@ class Pipeline:
         fallback = self.options.fallback_task
         if fallback and fallback != main and fallback in self.profile.tasks:
             steps.append((fallback, self.profile.temperature))
+        return main, steps, notes
+
+    async def _ladder(self, page: Page) -> PageResult:
+        """Parse, repair, retry warmer, fall back to plain text, or fail keeping the answer."""
+        main, steps, notes = self._steps()
         base = {"index": page.index, "width": page.width, "height": page.height, "dpi": page.dpi}
         tokens = [0, 0]
-        raw = None
         try:
-            prepared, max_tokens = await self._prepare(page, {task for task, _ in steps})
+            plan = await self._prepare(page, {task for task, _ in steps})
         except (EngineError, PageTooExtreme) as exc:
             return PageResult(**base, status=PageStatus.FAILED, error=str(exc), notes=notes)
+        prepared = plan.prepared
         if not self.options.keep_images and prepared.image is None:
             page.image = None  # type: ignore[assignment]  # all that is sent is encoded
+        answer: EngineAnswer | None = None
+        reading: Reading | None = None
         for attempt, (task, temperature) in enumerate(steps, start=1):
             box = self.options.box if task == "grounding" else None
             request = self.profile.build_request(
-                prepared, task, box=box, temperature=temperature, max_tokens=max_tokens
+                prepared, task, box=box, temperature=temperature, max_tokens=plan.max_tokens
             )
             try:
                 answer = await self.engine.infer(prepared, request)
             except EngineError as exc:
                 return PageResult(**base, status=PageStatus.FAILED, error=str(exc),
-                                  attempts=attempt, notes=notes, raw=raw)  # fmt: skip
-            raw = answer.text
+                                  attempts=attempt, notes=notes, reading=reading,
+                                  raw=answer.text if answer else None)  # fmt: skip
             tokens[0] += answer.prompt_tokens or 0
             tokens[1] += answer.completion_tokens or 0
-            parsed = self.profile.parse(
-                answer.text, prepared.geometry, task, finish_reason=answer.finish_reason, box=box
-            )
-            usable = parsed.status is not PageStatus.FALLBACK if task == main else parsed.cells
+            counts = {"prompt_tokens": tokens[0] or None, "completion_tokens": tokens[1] or None}
+            warnings: list[str] = []
+            try:
+                geometry, served = self._served_geometry(plan, answer, task, warnings)
+            except _Misread as exc:
+                return PageResult(**base, status=PageStatus.FAILED, error=str(exc), notes=notes,
+                                  attempts=attempt, raw=answer.text, **counts)  # fmt: skip
+            reading = self._reading(answer, request, prepared, served)
+            if "fallback" in answer.details:
+                notes.append(f"read by the embedded engine: {answer.details['fallback']}")
+            try:
+                parsed = self.profile.parse(
+                    answer.text, geometry, task, finish_reason=answer.finish_reason, box=box
+                )
+            except Exception as exc:  # a parser bug: the answer is kept for the report
+                return PageResult(**base, status=PageStatus.FAILED, notes=notes, reading=reading,
+                                  error=unexpected(exc, f"parsing the {self.profile.name} answer"),
+                                  attempts=attempt, raw=answer.text, **counts)  # fmt: skip
+            if task == main:  # cells lost to a broken answer are no reading of the page
+                usable = parsed.status is not PageStatus.FALLBACK and (
+                    bool(parsed.cells) or parsed.status is PageStatus.OK
+                )
+            else:
+                usable = bool(parsed.cells)
             if not usable:
                 detail = "; ".join(parsed.notes) or "nothing usable"
                 notes.append(f"attempt {attempt} ({task}, temperature {temperature}): {detail}")
                 continue
             if attempt > 1:
                 notes.append(f"answered at attempt {attempt} ({task}, temperature {temperature})")
+            if (
+                plan.ink
+                and task != "layout_only"
+                and not any(c.text and c.text.strip() for c in parsed.cells)
+            ):
+                warnings.append(NO_TEXT)
             return PageResult(
-                **base, cells=parsed.cells, raw=raw, notes=notes + parsed.notes, attempts=attempt,
-                status=parsed.status if task == main else PageStatus.FALLBACK,
-                prompt_tokens=tokens[0] or None, completion_tokens=tokens[1] or None,
+                **base, cells=parsed.cells, raw=answer.text, notes=notes + parsed.notes,
+                attempts=attempt, warnings=warnings, reading=reading,
+                status=parsed.status if task == main else PageStatus.FALLBACK, **counts,
             )  # fmt: skip
         return PageResult(
-            **base, raw=raw, status=PageStatus.FAILED, notes=notes, attempts=len(steps),
+            **base, raw=answer.text if answer else None, status=PageStatus.FAILED, notes=notes,
+            attempts=len(steps), reading=reading,
             error="no usable answer after every attempt: the raw answer is kept",
             prompt_tokens=tokens[0] or None, completion_tokens=tokens[1] or None,
         )  # fmt: skip
 
-    async def _prepare(self, page: Page, tasks: set[str]) -> tuple[PreparedPage, int | None]:
+    def _reading(
+        self,
+        answer: EngineAnswer,
+        request: ChatRequest,
+        prepared: PreparedPage,
+        served: tuple[int, int] | None,
+    ) -> Reading:
+        details = answer.details
+        return Reading(
+            engine=answer.engine or type(self.engine).__name__,
+            model=answer.model,
+            profile=self.profile.name,
+            task=request.task,
+            prompt=_prompt_text(request),
+            image_size=prepared.geometry.model_size,
+            served_size=served,
+            recogniser=details.get("recogniser"),
+            orientation=details.get("orientation"),
+            fallback="fallback" in details,
+        )
+
+    def _served_geometry(
+        self, plan: _Plan, answer: EngineAnswer, task: str, warnings: list[str]
+    ) -> tuple[Geometry, tuple[int, int] | None]:
+        """The frame the answer's boxes are in: the image sent, or the size a server with a
+        lower pixel cap than ours resized it to, found from the prompt tokens it counted.
+
+        Raises:
+            _Misread: the server saw fewer image tokens than sent, and no cap explains it.
+        """
+        geometry = plan.prepared.geometry
+        text = plan.text_tokens.get(task)
+        checks = getattr(self.profile, "server_smart_resizes", False)
+        if not checks or text is None or answer.prompt_tokens is None:
+            return geometry, None
+        seen = answer.prompt_tokens - (text - 1)  # the placeholder becomes the image's tokens
+        if seen >= plan.prepared.image_tokens:
+            return geometry, None
+        sent = geometry.model_size
+        size = self.profile.served_size(*sent, seen) if seen > 0 else None  # type: ignore[attr-defined]
+        if size is None:
+            raise _Misread(
+                f"the server counted {answer.prompt_tokens} prompt tokens where "
+                f"{text - 1 + plan.prepared.image_tokens} were planned, and no pixel cap "
+                "explains it, so its boxes cannot be placed: pass the server's --max-pixels"
+            )
+        warnings.append(
+            f"the server resized the image from {sent[0]}x{sent[1]} to {size[0]}x{size[1]} "
+            "(its pixel cap is lower than ours): boxes were mapped from its size; pass "
+            f"--max-pixels {size[0] * size[1]} to send pages at that size"
+        )
+        return Geometry(geometry.width, geometry.height, *size), size
+
+    async def _prepare(self, page: Page, tasks: set[str]) -> _Plan:
         """Size and encode the page once for every step of its ladder.
 
         Planned for each task the ladder may ask, keeping the smallest budgets, so that
@@ -261,28 +415,44 @@ class Pipeline:
         """
         profile = self.profile
         max_model_len = getattr(getattr(self.engine, "info", None), "max_model_len", None)
+        counter = getattr(self.engine, "text_tokens", None)
         max_pixels: int | None = None
         max_tokens: int | None = None
-        if max_model_len:
+        counted: dict[str, int] = {}
+        if max_model_len or counter:
             size = profile.model_size(page.image.width, page.image.height)
             geometry = Geometry(page.width, page.height, *size)
-            counter = getattr(self.engine, "text_tokens", None)
             for task in sorted(tasks):
                 box = self.options.box if task == "grounding" else None
                 text = profile.request_text(task, geometry, box)
-                counted = await counter(text) if counter else None
+                count = await counter(text) if counter else None
+                if count is not None:
+                    counted[task] = count
+                if not max_model_len:
+                    continue
                 plan = profile.plan(
                     page.image.width, page.image.height,
-                    text_tokens=counted or estimate_text_tokens(text), max_model_len=max_model_len,
+                    text_tokens=count or estimate_text_tokens(text), max_model_len=max_model_len,
                 )  # fmt: skip
                 max_pixels = min(max_pixels or plan.max_pixels, plan.max_pixels)
                 max_tokens = min(max_tokens or plan.max_tokens, plan.max_tokens)
 
-        def build() -> PreparedPage:
+        def build() -> tuple[PreparedPage, bool]:
+            ink = has_ink(page.image)
             prepared = profile.prepare(page.image, page.width, page.height, max_pixels, page.dpi)
             if self.engine.reads_pixels:
-                return prepared
+                return prepared, ink
             prepared.data_url()  # encode now, off the event loop
-            return dataclasses.replace(prepared, image=None)  # the data URL is what is sent
+            return dataclasses.replace(prepared, image=None), ink  # the data URL is what is sent
 
-        return await asyncio.to_thread(build), max_tokens
+        prepared, ink = await asyncio.to_thread(build)
+        return _Plan(prepared, max_tokens, counted, ink)
+
+
+def _prompt_text(request: ChatRequest) -> str | None:
+    """The text of the request's last message, as sent (its image aside)."""
+    content = request.messages[-1]["content"] if request.messages else None
+    if isinstance(content, str):
+        return content
+    texts = [p.get("text", "") for p in content or [] if p.get("type") == "text"]
+    return "".join(texts) or None

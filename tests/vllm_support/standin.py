@@ -12,6 +12,8 @@ import base64
 import binascii
 import io
 import json
+import re
+import sys
 import threading
 import time
 from collections import deque
@@ -21,6 +23,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from PIL import Image, UnidentifiedImageError
+
+from dotsocr.models.resize import image_tokens, smart_resize
 
 LAYOUT_ANSWER = json.dumps(
     [
@@ -39,9 +43,14 @@ class StandIn:
     max_model_len: int = 4096
     api_key: str | None = None
     answer: str = LAYOUT_ANSWER
-    # The answer for an image of this size (the pixels sent), or None for ``answer``: for
-    # tests whose documents need answers of their own.
+    # The answer for an image of this size (as the model sees it: the pixels sent, or what
+    # ``max_pixels`` resized them to), or None for ``answer``: for tests whose documents
+    # need answers of their own.
     answer_for: Callable[[int, int], str | None] | None = None
+    # The server's own pixel cap (``--mm-processor-kwargs '{"max_pixels": N}'``): every
+    # image is smart_resized (factor 28) under it before its tokens are counted. None: the
+    # pixels sent are the pixels seen.
+    max_pixels: int | None = None
     latency: float = 0.0
     capacity: int = 64  # requests answered at once; the rest wait, as in vLLM's queue
     slow_seconds: float = 5.0
@@ -50,6 +59,7 @@ class StandIn:
     health: int = 200  # what /health answers; vLLM says 503 once its engine is dead
     down: bool = False  # every connection dropped unanswered, as from a crashed server
     record: bool = True  # keep request bodies for tests to read (benchmarks turn it off)
+    on_answer: Callable[[dict[str, Any]], None] | None = None  # told each chat answered
     requests: list[dict[str, Any]] = field(default_factory=list)
     arrivals: list[float] = field(default_factory=list)
     in_flight: int = 0
@@ -140,10 +150,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._send(400, error_body(400, "Invalid JSON", "BadRequestError"))
             return
         if self.path == "/tokenize":
-            text = "".join(str(m.get("content", "")) for m in body.get("messages", []))
-            self._send(
-                200, {"count": len(text) // 4 + 3, "max_model_len": self.state.max_model_len}
-            )
+            count = text_tokens(body.get("messages", []))
+            self._send(200, {"count": count, "max_model_len": self.state.max_model_len})
         elif self.path == "/v1/chat/completions":
             if self._authorised():
                 self._chat(body)
@@ -209,6 +217,8 @@ class _Handler(BaseHTTPRequestHandler):
         if self._hang_up():  # went down while the request waited: it is lost
             return
         text, finish = self._answer(fault, max_tokens)
+        if state.on_answer:
+            state.on_answer(body)
         with state.lock:
             state.prompt_tokens += prompt_tokens
             state.generation_tokens += len(text) // 4
@@ -242,19 +252,26 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(404, error_body(404, message, "NotFoundError", "model"))
 
     def _prompt_tokens(self, body: dict[str, Any]) -> int:
-        """Image tokens from the pixels sent (one per 28x28), plus about one per 4 characters."""
-        tokens = 0
-        for message in body.get("messages", []):
+        """As vLLM counts a chat: /tokenize's count of its text, where each image's
+        placeholder token becomes the image's tokens (one per 28x28 pixels it is seen at)."""
+        messages = body.get("messages", [])
+        tokens = text_tokens(messages)
+        for message in messages:
             content = message.get("content")
-            parts = content if isinstance(content, list) else [{"type": "text", "text": content}]
-            for part in parts:
-                if part.get("type") == "text":
-                    tokens += len(part.get("text") or "") // 4
-                elif part.get("type") == "image_url":
-                    image = _decode_image(part["image_url"]["url"])
-                    self.image_size = image.size
-                    tokens += (image.width // 28) * (image.height // 28)
+            for part in content if isinstance(content, list) else []:
+                if part.get("type") == "image_url":
+                    width, height = self._seen_size(_decode_image(part["image_url"]["url"]))
+                    self.image_size = (width, height)
+                    tokens += image_tokens(height, width) - 1
         return tokens
+
+    def _seen_size(self, image: Image.Image) -> tuple[int, int]:
+        """The (width, height) the model sees: the image's own, or under ``max_pixels``."""
+        cap = self.state.max_pixels
+        if cap is None:
+            return image.size
+        height, width = smart_resize(image.height, image.width, max_pixels=cap)
+        return width, height
 
     def _answer(self, fault: str | None, max_tokens: int) -> tuple[str, str]:
         if fault == "loop":
@@ -267,6 +284,26 @@ class _Handler(BaseHTTPRequestHandler):
         if fault == "truncated" or len(text) > max_tokens * 4:
             return text[: min(len(text) // 2, max_tokens * 4)], "length"
         return text, "stop"
+
+
+SPECIAL = re.compile(r"<\|[^|<>]*\|>")  # a tokenizer's special token, such as <|imgpad|>
+IMAGE_MARKERS = 3  # start, placeholder and end, as the templates of the dots, Qwen and
+# PaddleOCR-VL families put them around an image part
+
+
+def text_tokens(messages: list[dict[str, Any]]) -> int:
+    """/tokenize's count for ``messages`` (images left out): one token per special token,
+    about one per 4 characters of the other text, 3 for the chat template, and the markers
+    the template puts around an image part whose text does not carry them already."""
+    markers, text = 0, ""
+    for message in messages:
+        content = message.get("content")
+        parts = content if isinstance(content, list) else [{"type": "text", "text": content}]
+        said = "".join(p.get("text") or "" for p in parts if p.get("type") == "text")
+        if any(p.get("type") == "image_url" for p in parts) and not SPECIAL.match(said):
+            markers += IMAGE_MARKERS
+        text += said
+    return markers + len(SPECIAL.findall(text)) + len(SPECIAL.sub("", text)) // 4 + 3
 
 
 def _decode_image(url: str) -> Image.Image:
@@ -319,10 +356,18 @@ def live_metrics(state: StandIn) -> str:
     return "\n".join(lines) + "\n"
 
 
-def start(state: StandIn) -> ThreadingHTTPServer:
-    """Serve ``state`` on a free loopback port in a daemon thread; sets ``state.url``."""
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client gone before its answer (killed, or timed out) is no error of ours."""
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
+
+
+def start(state: StandIn, port: int = 0) -> ThreadingHTTPServer:
+    """Serve ``state`` on loopback (a free port, or ``port``: a server started again where it
+    was) in a daemon thread; sets ``state.url``."""
     handler = type("Handler", (_Handler,), {"state": state})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server = _Server(("127.0.0.1", port), handler)
     server.daemon_threads = True
     state.url = f"http://127.0.0.1:{server.server_address[1]}"
     threading.Thread(target=server.serve_forever, daemon=True).start()

@@ -8,7 +8,9 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+import os
+import stat
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
@@ -21,6 +23,7 @@ from dotsocr import defaults
 from dotsocr.document import images, pdf
 from dotsocr.document.selection import select_pages
 from dotsocr.document.sniff import sniff
+from dotsocr.document.sources import PERMISSION_DENIED, input_problem
 from dotsocr.errors import CorruptDocument, DocumentError, EmptyDocument, NotADocument
 
 __all__ = [
@@ -116,10 +119,13 @@ class Document:
                 self.page_count = images.frame_count(handle)
         self.selected: list[int] = select_pages(options.pages, self.page_count, source)
 
-    def pages(self) -> Iterator[Page | PageFailure]:
-        """Yield the selected pages in order, rendering each only when asked for."""
+    def pages(self, skip: Collection[int] = ()) -> Iterator[Page | PageFailure]:
+        """Yield the selected pages in order, rendering each only when asked for; the
+        indexes in ``skip`` (pages read before) are passed over."""
         render = self._pdf_page if self.kind == "pdf" else self._image_page
         for index in self.selected:
+            if index in skip:
+                continue
             try:
                 yield render(index)
             except DocumentError as exc:
@@ -163,10 +169,11 @@ class Document:
             # The area does not change with rotation: check it before anything decodes.
             images.check_pixels(handle.size, limit, self.source, "image")
             width, height = images.upright_size(handle)
+            dpi = images.stated_dpi(handle)
             image = images.to_page_image(
                 handle, self.source, max_pixels=self.options.max_pixels, notes=notes
             )
-        return Page(self.source, index, image, width, height, None, notes)
+        return Page(self.source, index, image, width, height, dpi, notes)
 
     def close(self) -> None:
         if self.kind == "pdf":
@@ -233,20 +240,33 @@ def open_document(
 
 
 def _head(data: bytes | Path, label: str) -> bytes:
-    if isinstance(data, bytes):
-        head = data[:2048]
-    else:
-        try:
-            with data.open("rb") as fh:
-                head = fh.read(2048)
-        except IsADirectoryError:
-            raise NotADocument(label, "is a folder: pass the files inside it") from None
-        except FileNotFoundError:
-            raise NotADocument(label, "no such file: check the path") from None
-        except PermissionError:
-            raise NotADocument(label, "permission denied: check the file's access rights") from None
-        except OSError as exc:
-            raise NotADocument(label, f"cannot be read ({exc.strerror})") from None
+    head = data[:2048] if isinstance(data, bytes) else _read_head(data, label)
     if not head:
         raise EmptyDocument(label, "the file is empty (0 bytes): re-download or re-export it")
     return head
+
+
+def _read_head(path: Path, label: str) -> bytes:
+    """The first bytes of a regular file; a pipe, device or socket is refused, never read.
+
+    The stat check keeps devices unopened; the non-blocking open and ``fstat`` cover a
+    file swapped for a pipe after the check, so that no input can block here.
+    """
+    problem = input_problem(path)
+    if problem:
+        raise NotADocument(label, problem)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    except PermissionError:
+        raise NotADocument(label, PERMISSION_DENIED) from None
+    except OSError as exc:
+        problem = input_problem(path) or f"cannot be read ({exc.strerror}): check the path"
+        raise NotADocument(label, problem) from None
+    with open(fd, "rb") as fh:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            problem = input_problem(path) or "is not a regular file: pass a PDF or image file"
+            raise NotADocument(label, problem)
+        try:
+            return fh.read(2048)
+        except OSError as exc:
+            raise NotADocument(label, f"cannot be read ({exc.strerror}): check the file") from None

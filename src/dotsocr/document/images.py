@@ -20,6 +20,9 @@ Image.init()  # register every plugin so READABLE_FORMATS resolve
 READABLE_FORMATS = ("PNG", "JPEG", "WEBP", "BMP", "DIB", "GIF", "TIFF")
 MULTI_PAGE_FORMATS = frozenset({"TIFF"})  # GIF, WebP and APNG frames are animation, not pages
 _SWAPS_AXES = frozenset({5, 6, 7, 8})  # EXIF orientations that turn the image a quarter
+# A DPI an image states is believed in this range (a scan, a screenshot); outside it, none.
+PLAUSIBLE_DPI = (72.0, 1200.0)
+_X_RESOLUTION, _Y_RESOLUTION, _RESOLUTION_UNIT = 282, 283, 296  # TIFF tags
 _SRGB = ImageCms.createProfile("sRGB")
 _PILLOW_LIMIT_LOCK = threading.Lock()
 
@@ -105,6 +108,32 @@ def upright_size(image: Image.Image) -> tuple[int, int]:
 
 def _orientation(image: Image.Image) -> int:
     return image.getexif().get(0x0112, 1) or 1
+
+
+def stated_dpi(image: Image.Image) -> float | None:
+    """The resolution the current frame's file states, or None when absent or implausible.
+
+    PNG (pHYs), JPEG (JFIF, or EXIF), BMP and TIFF say it; Pillow turns dots per metre or
+    centimetre into DPI, so a PNG's 96 comes back as 96.012 and is rounded to 96.0. A
+    TIFF frame's own tags are read, since Pillow keeps an earlier frame's DPI when a later
+    one states none. Both axes must lie in PLAUSIBLE_DPI (the 1x1 of a TIFF that states no
+    resolution, or a JFIF aspect ratio, says nothing); the DPI is their mean.
+    """
+    if image.format == "TIFF":
+        tags = getattr(image, "tag_v2", {})
+        scale = {2: 1.0, 3: 2.54}.get(tags.get(_RESOLUTION_UNIT, 2))  # inch unless stated
+        x, y = tags.get(_X_RESOLUTION), tags.get(_Y_RESOLUTION)
+        stated = (x * scale, y * scale) if scale and x is not None and y is not None else None
+    else:
+        stated = image.info.get("dpi")
+    try:
+        x, y = (round(float(axis), 1) for axis in stated)  # type: ignore[union-attr]
+    except (TypeError, ValueError, ZeroDivisionError):  # absent, malformed, or 1/0
+        return None
+    low, high = PLAUSIBLE_DPI
+    if low <= x <= high and low <= y <= high:  # False for NaN too
+        return round((x + y) / 2, 1)
+    return None
 
 
 def to_page_image(

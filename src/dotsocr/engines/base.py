@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol, Self, runtime_checkable
+from dataclasses import dataclass, field
+from typing import Any, Protocol, Self, runtime_checkable
 
 from dotsocr.models.base import ChatRequest, PreparedPage
 
@@ -18,6 +18,10 @@ class EngineAnswer:
     completion_tokens: int | None
     seconds: float  # from sending the first attempt to the answer, retries included
     attempts: int  # 1 plus the retries it took
+    engine: str = ""  # what read it, with its version: "vllm 0.32.0", "tesseract 5.5.4"
+    model: str | None = None  # the model's name where it was served
+    # What else the engine chose for this page (the CPU engine: recogniser, orientation).
+    details: dict[str, Any] = field(default_factory=dict)
 
 
 @runtime_checkable

@@ -20,6 +20,7 @@ from typing import Any, Self
 import httpx
 
 from dotsocr.engines.base import EngineAnswer
+from dotsocr.engines.patience import SERVER_TIMEOUT, Patience, Report
 from dotsocr.errors import (
     AuthenticationError,
     BadRequest,
@@ -33,7 +34,8 @@ from dotsocr.errors import (
 )
 from dotsocr.models.base import ChatRequest, PreparedPage
 
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+RETRY_STATUSES = frozenset({429, 500, 503})
+SILENT_STATUSES = frozenset({502, 504})  # a gateway or router whose server does not answer
 MESSAGE_LIMIT = 500  # servers echo whole inputs back in errors; keep messages readable
 TEXT_TOKEN_CACHE = 256
 SPARE_CONNECTIONS = 4  # for /v1/models and /tokenize beside a full set of inferences
@@ -63,12 +65,17 @@ class ServerInfo:
     model: str
     max_model_len: int | None
     served: tuple[str, ...] = field(default=())
+    engine: str = "openai-compatible server"  # "vllm 0.32.0" when /version says so
 
 
 class _Retryable(Exception):
     def __init__(self, message: str, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+
+
+class _Silent(_Retryable):
+    """No answer at all: nothing listening, the connection lost, a proxy with no server."""
 
 
 class OpenAIEngine:
@@ -83,7 +90,11 @@ class OpenAIEngine:
         model: the served model name; discovered from /v1/models when None.
         concurrency: requests in flight at once; the connection pool is sized to it.
         timeout: seconds to wait for one answer (a dense page can take minutes).
-        retry: how often and how long to retry connection errors, 429 and 5xx.
+        retry: how often and how long to retry 429 and 5xx answers.
+        server_timeout: seconds a server that does not answer at all (not yet up,
+            restarting) is waited for before requests fail; None: it counts as a retry
+            (the pool, which has other servers to try, waits on its own).
+        on_wait: told every few seconds while requests wait for a silent server.
         transport: an httpx transport, for tests.
 
     Example:
@@ -103,10 +114,15 @@ class OpenAIEngine:
         timeout: float = 600.0,
         connect_timeout: float = 10.0,
         retry: RetryPolicy | None = None,
+        server_timeout: float | None = SERVER_TIMEOUT,
+        on_wait: Report | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self.base_url = normalise_url(base_url)
         self.retry = retry or RetryPolicy()
+        self.patience = (
+            Patience(self.base_url, server_timeout, on_wait) if server_timeout is not None else None
+        )
         self.timeout = timeout
         self._wanted_model = model
         self._slots = asyncio.Semaphore(concurrency)
@@ -152,7 +168,17 @@ class OpenAIEngine:
                 f"Unknown model {chosen!r} at {self.base_url}. Served: {', '.join(served)}"
             )
         length = entries[served.index(chosen)].get("max_model_len")
-        return ServerInfo(chosen, length if type(length) is int else None, served)
+        length = length if type(length) is int else None
+        return ServerInfo(chosen, length, served, await self._engine_name())
+
+    async def _engine_name(self) -> str:
+        """vLLM and its version, from /version; a plain name for other servers."""
+        try:
+            data, _ = await self._call("GET", "/version")
+        except (BadRequest, ModelNotServed, EngineUnavailable):
+            return ServerInfo.engine
+        version = data.get("version")
+        return f"vllm {version}" if isinstance(version, str) and version else ServerInfo.engine
 
     async def infer(self, page: PreparedPage, request: ChatRequest) -> EngineAnswer:
         """Send one request; retries are counted in the answer's ``attempts``.
@@ -215,6 +241,7 @@ class OpenAIEngine:
             ) from None
         usage = data.get("usage")
         usage = usage if isinstance(usage, dict) else {}
+        info = self.info
         return EngineAnswer(
             text=text,
             finish_reason=choice.get("finish_reason"),
@@ -222,44 +249,72 @@ class OpenAIEngine:
             completion_tokens=usage.get("completion_tokens"),
             seconds=time.perf_counter() - started,
             attempts=attempts,
+            engine=info.engine if info else ServerInfo.engine,
+            model=info.model if info else None,
         )
 
     async def _call(
         self, method: str, path: str, body: dict[str, Any] | None = None
     ) -> tuple[dict[str, Any], int]:
-        """One call with retries; returns the JSON body and the attempts it took."""
-        for attempt in range(1, self.retry.attempts + 1):
+        """One call with retries; returns the JSON body and the attempts it took.
+
+        Answers that ask for a retry (429, 5xx) are retried ``retry.attempts`` times; a
+        server that does not answer at all is waited for (see ``Patience``).
+        """
+        attempt = failed = silent = 0
+        while True:
+            attempt += 1
             try:
-                return await self._once(method, path, body), attempt
+                data = await self._once(method, path, body)
             except _Retryable as exc:
-                if attempt == self.retry.attempts:
-                    raise EngineUnavailable(
-                        f"{self.base_url}: {exc} (gave up after {attempt} attempts)"
-                    ) from None
-                await asyncio.sleep(self.retry.delay(attempt - 1, exc.retry_after))
-        raise AssertionError("unreachable")  # pragma: no cover
+                error = exc
+            else:
+                self._heard()
+                return data, attempt
+            if isinstance(error, _Silent) and self.patience is not None:
+                await self.patience.wait(silent, str(error))
+                silent += 1
+                continue
+            if not isinstance(error, _Silent):
+                self._heard()  # an answer, if not the one wanted
+            failed += 1
+            if failed == self.retry.attempts:
+                raise EngineUnavailable(
+                    f"{self.base_url}: {error} (gave up after {attempt} attempts)"
+                ) from None
+            await asyncio.sleep(self.retry.delay(failed - 1, error.retry_after))
+
+    def _heard(self) -> None:
+        if self.patience is not None:
+            self.patience.heard()
+
+    @property
+    def waiting(self) -> str | None:
+        """Why requests are waiting now (the server does not answer), or None."""
+        return self.patience.waiting if self.patience else None
 
     async def _once(self, method: str, path: str, body: dict[str, Any] | None) -> dict[str, Any]:
         try:
             async with asyncio.timeout(self.timeout):  # the whole answer, not each read
                 response = await self._client.request(method, path, json=body)
         except httpx.ConnectTimeout:
-            raise _Retryable("connection timed out: is the server up?") from None
+            raise _Silent("connection timed out") from None
         except (TimeoutError, httpx.TimeoutException):
             raise EngineTimeout(
                 f"{self.base_url} gave no answer within {self.timeout:g} s: "
                 "raise the timeout or lower the page resolution"
             ) from None
-        except httpx.ConnectError:
-            raise _Retryable(
-                "cannot connect: is the server running? (start one with 'dotsocr serve')"
-            ) from None
+        except httpx.ConnectError as exc:
+            raise _Silent(_connect_reason(exc)) from None
         except (httpx.UnsupportedProtocol, httpx.LocalProtocolError, httpx.InvalidURL) as exc:
             raise ConfigError(f"cannot send to {self.base_url}: {exc}") from None
         except httpx.TransportError as exc:
-            raise _Retryable(f"connection lost ({exc or type(exc).__name__})") from None
+            raise _Silent(f"connection lost ({exc or type(exc).__name__})") from None
         except httpx.HTTPError as exc:  # e.g. a body that fails to decode
             raise _Retryable(f"unreadable answer ({exc or type(exc).__name__})") from None
+        if response.status_code in SILENT_STATUSES:  # a proxy in front of no server
+            message, _ = _error(response)
+            raise _Silent(f"HTTP {response.status_code}: {message}")
         if response.status_code in RETRY_STATUSES:
             message, _ = _error(response)
             raise _Retryable(f"HTTP {response.status_code}: {message}", _retry_after(response))
@@ -314,6 +369,18 @@ def normalise_url(base_url: str) -> str:
     if parsed.scheme not in ("http", "https") or not parsed.host:
         raise ConfigError(f"bad server URL {base_url!r}: use http://HOST:PORT")
     return url
+
+
+def _connect_reason(exc: httpx.ConnectError) -> str:
+    """'connection refused' rather than httpx's 'All connection attempts failed'."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(cause, OSError) and cause.strerror:
+            return cause.strerror.lower()
+        cause = cause.__cause__ or cause.__context__
+    return f"cannot connect ({exc or type(exc).__name__})"
 
 
 def _error(response: httpx.Response) -> tuple[str, str | None]:

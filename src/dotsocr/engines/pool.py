@@ -1,6 +1,7 @@
 """Several model servers as one engine, for replicas started one per GPU with no router in
 front: each request goes to the least busy server that answers; a server that stops
-answering is left out for a while (its requests go to the others) and tried again later."""
+answering is left out for a while (its requests go to the others) and tried again later;
+when none answers, requests wait for one (``Patience``), as with a single server."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any, Self
 
 from dotsocr.engines.base import EngineAnswer
 from dotsocr.engines.openai import OpenAIEngine, RetryPolicy, ServerInfo
+from dotsocr.engines.patience import SERVER_TIMEOUT, Patience, Report
 from dotsocr.errors import ConfigError, EngineUnavailable
 from dotsocr.models.base import ChatRequest, PreparedPage
 
@@ -23,13 +25,24 @@ def server_urls(value: str) -> list[str]:
 
 
 def server_engine(
-    url: str, *, api_key: str | None, model: str | None, concurrency: int
+    url: str,
+    *,
+    api_key: str | None,
+    model: str | None,
+    concurrency: int,
+    timeout: float = 600.0,
+    server_timeout: float = SERVER_TIMEOUT,
+    on_wait: Report | None = None,
 ) -> OpenAIEngine | ServerPool:
     """An engine for ``--server``: one server, or a pool of the comma-separated ones."""
     urls = server_urls(url)
+    options: dict[str, Any] = {
+        "api_key": api_key, "model": model, "concurrency": concurrency, "timeout": timeout,
+        "server_timeout": server_timeout, "on_wait": on_wait,
+    }  # fmt: skip
     if len(urls) == 1:
-        return OpenAIEngine(urls[0], api_key=api_key, model=model, concurrency=concurrency)
-    return ServerPool(urls, api_key=api_key, model=model, concurrency=concurrency)
+        return OpenAIEngine(urls[0], **options)
+    return ServerPool(urls, **options)
 
 
 class ServerPool:
@@ -51,6 +64,9 @@ class ServerPool:
         concurrency: int = 64,
         retry: RetryPolicy | None = None,
         cooldown: float = COOLDOWN,
+        timeout: float = 600.0,
+        server_timeout: float = SERVER_TIMEOUT,
+        on_wait: Report | None = None,
     ) -> None:
         if not urls:
             raise ConfigError("no server URL: give one, or several separated by commas")
@@ -61,9 +77,14 @@ class ServerPool:
                 model=model,
                 concurrency=concurrency,
                 retry=retry or MEMBER_RETRY,
+                timeout=timeout,
+                server_timeout=None,  # the pool waits, when no server answers
             )
             for url in urls
         ]
+        self.patience = Patience(
+            ", ".join(m.base_url for m in self.members), server_timeout, on_wait
+        )
         self.cooldown = cooldown
         self._busy = dict.fromkeys(self.members, 0)
         self._down_until = dict.fromkeys(self.members, 0.0)
@@ -81,16 +102,34 @@ class ServerPool:
         return self.info.model
 
     async def __aenter__(self) -> Self:
-        found = await asyncio.gather(*(self._discover(m) for m in self.members))
-        infos = [info for info in found if info is not None]
-        if not infos:
+        try:
+            infos = await self._first_answers()
+        except BaseException:
             await self.__aexit__()
-            raise EngineUnavailable(f"no model server answers: {self._reasons()}")
+            raise
         lengths = [i.max_model_len for i in infos if i.max_model_len]
         first = infos[0]
         # Pages are planned once for any server: the shortest context bounds them all.
-        self.info = ServerInfo(first.model, min(lengths) if lengths else None, first.served)
+        self.info = ServerInfo(
+            first.model, min(lengths) if lengths else None, first.served, first.engine
+        )
         return self
+
+    async def _first_answers(self) -> list[ServerInfo]:
+        """The servers' models, once at least one answers (waiting for one meanwhile)."""
+        retry = 0
+        while True:
+            found = await asyncio.gather(*(self._discover(m) for m in self.members))
+            infos = [info for info in found if info is not None]
+            if infos:
+                self.patience.heard()
+                return infos
+            await self.patience.wait(retry, self._reasons())
+            retry += 1
+
+    @property
+    def waiting(self) -> str | None:
+        return self.patience.waiting
 
     async def __aexit__(self, *exc: object) -> None:
         for member in self.members:
@@ -125,16 +164,24 @@ class ServerPool:
         return None
 
     async def _each(self, send: Any) -> Any:
-        """``send(member)`` on the least busy server, then on the next when one fails."""
+        """``send(member)`` on the least busy server, then on the next when one fails, and
+        when none answers, on the first that answers again."""
         tried: set[OpenAIEngine] = set()
+        retry = 0
         while True:
             member = await self._pick(tried)
             if member is None:
-                raise EngineUnavailable(f"no model server answers: {self._reasons()}")
+                await self.patience.wait(retry, f"no server answers: {self._reasons()}")
+                retry += 1
+                tried.clear()
+                self._down_until = dict.fromkeys(self.members, 0.0)  # ask each again
+                continue
             tried.add(member)
             self._busy[member] += 1
             try:
-                return await send(member)
+                answer = await send(member)
+                self.patience.heard()
+                return answer
             except EngineUnavailable as exc:
                 self._set_down(member, exc)
                 member.info = None  # asked for its models again before it is used again

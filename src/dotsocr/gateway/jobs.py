@@ -22,7 +22,9 @@ from typing import Any
 from dotsocr.config import GatewaySettings
 from dotsocr.document import DocumentOptions, Page, open_document
 from dotsocr.document.selection import as_ranges
-from dotsocr.errors import DotsOCRError, EngineError
+from dotsocr.engines.openai import normalise_url
+from dotsocr.engines.pool import server_urls
+from dotsocr.errors import DotsOCRError
 from dotsocr.furniture import mark_running_furniture
 from dotsocr.gateway.errors import ApiError
 from dotsocr.gateway.metrics import GatewayMetrics
@@ -39,7 +41,7 @@ from dotsocr.gateway.models import (
 from dotsocr.gateway.scheduler import FairQueue, LeasedQueue, QueueFull
 from dotsocr.gateway.store import ACTIVE, PageKey, StoreError, open_store
 from dotsocr.layout import DocumentResult, PageResult, PageStatus
-from dotsocr.models import ModelProfile, profile_for
+from dotsocr.models import ModelProfile, capped_profile
 from dotsocr.pipeline import Pipeline, PipelineOptions
 from dotsocr.render import render_json, render_markdown
 
@@ -74,7 +76,7 @@ class JobManager:
         )
         self.profile = self._profile()
         self.engine: Any = None
-        self.engine_error: str | None = "starting"
+        self._engine_error: str | None = "starting"
         self._stack = AsyncExitStack()
         self._tasks: list[asyncio.Task[Any]] = []  # each lives as long as the gateway
         self._connecting: asyncio.Task[Any] | None = None
@@ -85,13 +87,7 @@ class JobManager:
         self._in_flight = 0
 
     def _profile(self) -> ModelProfile:
-        import dataclasses
-
-        profile = profile_for(self.settings.model)[0]
-        cap = self.settings.max_pixels
-        if cap and cap < profile.max_pixels:
-            profile = dataclasses.replace(profile, max_pixels=cap)  # type: ignore[type-var]
-        return profile
+        return capped_profile(self.settings.model, self.settings.max_pixels)
 
     # Life.
     async def start(self) -> None:
@@ -110,7 +106,7 @@ class JobManager:
                 asyncio.create_task(self._worker()) for _ in range(self.settings.max_in_flight)
             ]
         else:
-            self.engine_error = None  # nothing to connect: workers read the pages
+            self._engine_error = None  # nothing to connect: workers read the pages
 
     async def stop(self) -> None:
         if self._webhooks:  # only this process calls them: give them a moment to land
@@ -118,9 +114,10 @@ class JobManager:
         tasks = [*self._tasks, self._connecting] if self._connecting else self._tasks
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+        for task, outcome in zip(tasks, outcomes, strict=True):
+            if isinstance(outcome, Exception):
+                log.error("%s had stopped on %r", task.get_name(), outcome)
         if self.store.shared and self.settings.read_pages:
             with contextlib.suppress(StoreError):  # others take our pages now, not at expiry
                 self.store.release()  # type: ignore[attr-defined]
@@ -136,36 +133,38 @@ class JobManager:
             await asyncio.sleep(0.1)
 
     async def _connect(self) -> None:
-        """Open the engine, retrying while the model server is down; pages wait meanwhile."""
-        from dotsocr.engines.cpu import CPUEngine
-        from dotsocr.engines.pool import server_engine
+        """Open the engine, waiting while the model server is down; pages wait meanwhile."""
+        from dotsocr.engines.choice import open_engine
 
-        s = self.settings
-        delay = 1.0
+        def waiting(message: str) -> None:
+            self._engine_error = self._private(message)
+            log.warning("%s", message)
+
         while True:
-            if self.embedded:
-                engine: Any = CPUEngine(s.languages, s.max_in_flight)
-            else:
-                engine = server_engine(
-                    s.server_url or "", api_key=s.server_api_key, model=s.served_model,
-                    concurrency=s.max_in_flight,
-                )  # fmt: skip
             try:
-                self.engine = await self._stack.enter_async_context(engine)
-                self.engine_error = None
+                self.engine = await open_engine(
+                    self.settings.engine_settings(), self._stack, waiting
+                )
+                self._engine_error = None
                 return
-            except DotsOCRError as exc:
-                self.engine_error = str(exc)
-                log.warning("model server not ready (%s); retrying in %.0f s", exc, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 30.0)
+            except DotsOCRError as exc:  # silent past its timeout: keep waiting, pages queued
+                self._engine_error = self._private(str(exc))
+                log.warning("model server not ready (%s)", exc)
+
+    def _private(self, text: str) -> str:
+        """``text`` without the model server's URLs: it may be internal, and results and
+        statuses go to API clients."""
+        for url in server_urls(self.settings.server_url or ""):
+            for shown in (normalise_url(url), url):
+                text = text.replace(f"the server at {shown}", "the model server")
+                text = text.replace(shown, "the model server")
+        return text
 
     @property
     def embedded(self) -> bool:
         """Pages go to the embedded CPU engine, not a model server."""
-        s = self.settings
-        reads = s.engine == "cpu" or (s.engine == "auto" and not s.server_url)
-        return reads and s.read_pages  # a gateway that reads nothing leaves it to workers
+        # a gateway that reads nothing leaves it to workers
+        return self.settings.engine_settings().kind == "cpu" and self.settings.read_pages
 
     @property
     def model(self) -> str:
@@ -189,9 +188,18 @@ class JobManager:
 
     @property
     def ready(self) -> bool:
-        """Every task alive, and the engine open when this process reads pages."""
+        """Every task alive, and the engine open and answering when this process reads
+        pages (while its server is silent, ``engine_error`` says why not)."""
         alive = all(not t.done() for t in self._tasks)
-        return alive and (self.engine is not None or not self.settings.read_pages)
+        if not self.settings.read_pages:
+            return alive
+        return alive and self.engine is not None and not getattr(self.engine, "waiting", None)
+
+    @property
+    def engine_error(self) -> str | None:
+        """Why pages cannot be read now, without the server's URL; None when they can."""
+        waiting = getattr(self.engine, "waiting", None)
+        return self._private(waiting) if waiting else self._engine_error
 
     # Submission.
     async def submit(
@@ -293,18 +301,26 @@ class JobManager:
                 log.warning("page %s put back: %s", key, exc)
             except Exception as exc:  # a bug of ours, or the disk: the page fails, not the job
                 log.exception("page %s failed unexpectedly", key)
-                with contextlib.suppress(Exception):
-                    job = self.store.job(key.job_id)
-                    number = stored_options(job)[1][key.file_idx][key.page_idx] if job else 0
-                    failed = _failed(number, f"unexpected error ({_short(exc)})")
-                    if await self._keep(key, failed):
-                        name = self.store.files(key.job_id)[key.file_idx]["name"]
-                        await self._page_finished(key, name, number, failed)
-                    settled = True
+                settled = await self._record_failure(key, exc)
             finally:
                 await self.queue.done(key, settled)
                 self._in_flight -= 1
                 self.metrics.in_flight.set(self._in_flight)
+
+    async def _record_failure(self, key: PageKey, exc: Exception) -> bool:
+        """Record the page as failed with the reason; False (the page goes back to the
+        queue, logged) when even that cannot be done."""
+        try:
+            job = self.store.job(key.job_id)
+            number = stored_options(job)[1][key.file_idx][key.page_idx] if job else 0
+            failed = _failed(number, f"unexpected error ({_short(exc)})")
+            if await self._keep(key, failed):
+                name = self.store.files(key.job_id)[key.file_idx]["name"]
+                await self._page_finished(key, name, number, failed)
+        except Exception:
+            log.exception("page %s: its failure could not be recorded; it goes back", key)
+            return False
+        return True
 
     async def _db(self, call: Any, *args: Any) -> Any:
         """A job-store call on a page's way: in a thread for a shared database (a network
@@ -367,13 +383,11 @@ class JobManager:
             self.engine, self.profile,
             PipelineOptions(task=model_task(options.task), keep_images=False),
         )  # fmt: skip
-        try:
-            return await pipeline.read_page(page)
-        except EngineError as exc:
-            return _failed(number, str(exc), page)
-        except Exception as exc:
-            log.exception("page %d of %r (job %s) failed unexpectedly", number, name, key.job_id)
-            return _failed(number, f"unexpected error reading the page ({_short(exc)})", page)
+        result = await pipeline.read_page(page)  # never raises: a failure is a failed page
+        if result.error:
+            result.error = self._private(result.error)
+        result.notes = [self._private(note) for note in result.notes]
+        return result
 
     def render_page(
         self, job_id: str, file_idx: int, name: str, number: int, options: ParseOptions

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -98,6 +99,15 @@ def profile_for(model: str | None) -> tuple[ModelProfile, str | None]:
             if getattr(profile, "architecture", None) in architectures:
                 return profile, model
     return get_profile("dots.ocr"), model
+
+
+def capped_profile(model: str | None, max_pixels: int | None) -> ModelProfile:
+    """The profile for ``model``, with the server's pixel cap when it is lower than the
+    model's: pages are then sized to what the server takes, so boxes map back exactly."""
+    profile = profile_for(model)[0]
+    if max_pixels and max_pixels < profile.max_pixels:
+        profile = dataclasses.replace(profile, max_pixels=max_pixels)  # type: ignore[type-var]
+    return profile
 
 
 register("dots.ocr", DotsOCR, aliases=("dots_ocr", "dotsocr", DotsOCR.hf_id))

@@ -15,7 +15,8 @@ from dotsocr.errors import ConfigError, ContextTooLong
 from dotsocr.layout import BBox, Cell, PageStatus
 from dotsocr.models.base import ChatRequest, Geometry, ParsedAnswer, PreparedPage, RequestPlan
 from dotsocr.models.cells import collapse_runaway
-from dotsocr.models.resize import image_tokens, smart_resize
+from dotsocr.models.resize import image_tokens as resized_tokens
+from dotsocr.models.resize import smart_resize
 from dotsocr.models.serving import Serving
 
 
@@ -44,6 +45,10 @@ class ChatProfile:
     min_pixels: int = 3136
     max_pixels: int = 11_289_600
     max_aspect_ratio: int = 200
+    # The server's processor sizes images with smart_resize (factor, min_pixels, its own
+    # max_pixels), so a lower cap there shows in the tokens it reports: ``served_size``.
+    # False for families with fixed sizes or tiling of their own.
+    server_smart_resizes: bool = True
     temperature: float = 0.0
     top_p: float = 1.0
     max_tokens: int = 8192
@@ -85,11 +90,50 @@ class ChatProfile:
     def image_tokens(self, width: int, height: int, max_pixels: int | None = None) -> int:
         """Visual tokens an image of this size costs."""
         w, h = self.model_size(width, height, max_pixels)
-        return image_tokens(h, w, self.factor)
+        return resized_tokens(h, w, self.factor)
 
     def tokens_for_pixels(self, tokens: int) -> int:
         """The pixel cap that costs at most ``tokens`` visual tokens."""
         return tokens * self.factor * self.factor
+
+    def served_size(self, width: int, height: int, image_tokens: int) -> tuple[int, int] | None:
+        """The (width, height) a server resized our image to, from the tokens it used.
+
+        Args:
+            width, height: the image we sent, already a size smart_resize keeps as it is.
+            image_tokens: the visual tokens the server reported for it.
+
+        A server started with a lower pixel cap than ours (``--mm-processor-kwargs
+        '{"max_pixels": N}'``) shrinks the image again, and boxes in its answer come back
+        in that smaller frame. Returns the size smart_resize gives under the cap that costs
+        exactly ``image_tokens`` (the size we sent when the count is its own), or None when
+        no cap does or the server does not size images with smart_resize.
+        """
+        if not self.server_smart_resizes:
+            return None
+
+        def served(cap: int) -> tuple[int, int, int]:
+            h, w = smart_resize(
+                height,
+                width,
+                factor=self.factor,
+                min_pixels=self.min_pixels,
+                max_pixels=cap,
+                max_aspect_ratio=self.max_aspect_ratio,
+            )
+            return w, h, resized_tokens(h, w, self.factor)
+
+        # Tokens never fall as the cap grows, and each side of the result is constant over
+        # the caps with one count: the least cap reaching the count settles the size.
+        low, high = min(self.min_pixels, width * height), width * height
+        while low < high:
+            middle = (low + high) // 2
+            if served(middle)[2] >= image_tokens:
+                high = middle
+            else:
+                low = middle + 1
+        w, h, tokens = served(low)
+        return (w, h) if tokens == image_tokens else None
 
     def prepare(
         self,

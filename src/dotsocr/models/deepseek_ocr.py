@@ -196,6 +196,7 @@ class DeepSeekOCR(ChatProfile):
     tasks: tuple[str, ...] = tuple(PROMPTS)
     default_task: str = "layout_all"
     factor: int = PATCH_SIZE  # not used: Gundam tiling, not smart_resize, sizes the image
+    server_smart_resizes: bool = False  # Gundam tiling: served_size does not apply
     min_pixels: int = 1
     max_pixels: int = MAX_SEND_PIXELS
     temperature: float = 0.0  # the recipe's and the repository's

@@ -152,6 +152,7 @@ class GotOCR(ChatProfile):
     tasks: tuple[str, ...] = TASKS
     default_task: str = "ocr_format"
     factor: int = 64  # pixels per visual token side: patch 16 x 4 (two stride-2 convs)
+    server_smart_resizes: bool = False  # fixed 1024 squares: served_size does not apply
     # What a 6-tile crop (6 tiles and the thumbnail) can use; one square needs less, and
     # a page of this size renders sharp enough to shrink to it.
     max_pixels: int = (MAX_PATCHES + 1) * IMAGE_SIZE * IMAGE_SIZE

@@ -152,6 +152,7 @@ class Phi35Vision(ChatProfile):
     tasks: tuple[str, ...] = ("ocr",)
     default_task: str = "ocr"
     factor: int = 28  # pixels per visual token side: patch 14 x merge 2
+    server_smart_resizes: bool = False  # the HD transform's crops: served_size does not apply
     max_pixels: int = MAX_IMAGE_TOKENS * PIXELS_PER_TOKEN  # the 16-crop maximum, in pixels
     temperature: float = 0.0  # greedy, as the model card
     top_p: float = 1.0

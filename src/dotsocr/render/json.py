@@ -27,17 +27,20 @@ _PAGE_FIELDS = (
     "status",
     "error",
     "notes",
+    "warnings",
+    "reading",
     "attempts",
     "prompt_tokens",
     "completion_tokens",
     "seconds",
 )
-_DOC_FIELDS = ("source", "model", "task")
+_DOC_FIELDS = ("source", "model", "profile", "task")
 
 
 # Used only where layout.py gives a field no description of its own.
 _DESCRIPTIONS = {
-    "dpi": "resolution a PDF page was rendered at; null for images",
+    "dpi": "resolution a PDF page was rendered at, or the one an image file states (72-1200); "
+    "null for an image that states none",
     "status": "ok, repaired (answer mended), fallback (kept as plain text) or failed",
     "error": "why the page failed, when it did",
     "attempts": "requests made to the model for this page",
@@ -45,7 +48,6 @@ _DESCRIPTIONS = {
     "completion_tokens": "answer tokens spent on the page, when the engine reports them",
     "seconds": "wall-clock seconds spent on the page",
     "source": "the input document, as given",
-    "model": "the model that read the document",
     "task": "the prompt task, e.g. layout_all",
 }
 

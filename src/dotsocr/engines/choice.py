@@ -1,0 +1,132 @@
+"""Which engine reads the pages: the one place that decides, for every entry point.
+
+The rule: ``server`` sends pages to the configured server only (an error when none is
+configured); ``cpu`` to the embedded engine only; ``auto`` to the server when one is
+configured, and to nothing else, or to the embedded engine when none is. A server that
+does not answer is waited for (``Patience``); only ``fallback="cpu"`` lets pages the
+server cannot read go to the embedded engine, and each such page says so.
+"""
+
+from __future__ import annotations
+
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from typing import Any, Literal, Self
+
+from dotsocr.engines.base import Engine, EngineAnswer
+from dotsocr.engines.patience import SERVER_TIMEOUT, Report
+from dotsocr.errors import ConfigError, EngineUnavailable
+from dotsocr.models.base import ChatRequest, PreparedPage
+
+EngineKind = Literal["auto", "server", "cpu"]
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """What the CLI, the gateway, the worker and the classic client say about engines."""
+
+    engine: EngineKind = "auto"
+    server_url: str | None = None  # one URL, or replicas separated by commas
+    api_key: str | None = None
+    served_model: str | None = None  # the model's name on the server; default: found
+    languages: str = "eng"  # the embedded engine's
+    concurrency: int | None = None  # pages in flight; default: 64 to a server, cores on CPU
+    server_timeout: float = SERVER_TIMEOUT
+    answer_timeout: float = 600.0  # seconds for one answer: a dense page can take minutes
+    fallback: Literal["cpu"] | None = None
+
+    @property
+    def kind(self) -> Literal["server", "cpu"]:
+        """Where pages go, by the rule above."""
+        if self.engine == "server" and not self.server_url:
+            raise ConfigError(
+                "no server configured: pass --server URL or set DOTSOCR_SERVER_URL, or use "
+                "--engine cpu"
+            )
+        if self.engine == "cpu" or not self.server_url:
+            return "cpu"
+        return "server"
+
+
+async def open_engine(
+    settings: EngineSettings, stack: AsyncExitStack, on_wait: Report | None = None
+) -> Any:
+    """The engine the settings choose, started and owned by ``stack``.
+
+    A server is waited for until it answers, up to ``settings.server_timeout`` seconds of
+    silence (``on_wait`` hears about it every few seconds).
+
+    Raises:
+        ConfigError: ``server`` asked with no server configured, or a bad URL.
+        EngineError: the server never answered, refused the key, or does not serve the model.
+    """
+    from dotsocr.engines.cpu import CPUEngine
+    from dotsocr.engines.pool import server_engine
+
+    if settings.kind == "cpu":
+        return await stack.enter_async_context(CPUEngine(settings.languages, settings.concurrency))
+    server = server_engine(
+        settings.server_url or "",
+        api_key=settings.api_key,
+        model=settings.served_model,
+        concurrency=settings.concurrency or 64,
+        timeout=settings.answer_timeout,
+        server_timeout=settings.server_timeout,
+        on_wait=on_wait,
+    )
+    if settings.fallback is None:
+        return await stack.enter_async_context(server)
+    backup = await stack.enter_async_context(CPUEngine(settings.languages, settings.concurrency))
+    return await stack.enter_async_context(FallbackEngine(server, backup))
+
+
+class FallbackEngine:
+    """A server, and the embedded engine for the pages the server cannot read.
+
+    Only unavailability falls back (the server silent past its timeout, or failing through
+    every retry); a refused request is the server's word on the page and stays a failure.
+    """
+
+    reads_pixels = True  # the embedded engine reads the image itself
+
+    def __init__(self, primary: Any, backup: Engine) -> None:
+        self.primary = primary
+        self.backup = backup
+        self.why_down: str | None = None  # the server never answered at start
+        self.info = None
+
+    async def __aenter__(self) -> Self:
+        try:
+            await self.primary.__aenter__()
+            self.info = self.primary.info
+        except EngineUnavailable as exc:
+            self.why_down = str(exc)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.primary.__aexit__(*exc)
+
+    @property
+    def waiting(self) -> str | None:
+        return getattr(self.primary, "waiting", None)
+
+    async def text_tokens(self, prompt: str) -> int | None:
+        if self.info is None:
+            return None
+        try:
+            return await self.primary.text_tokens(prompt)
+        except EngineUnavailable:
+            return None
+
+    async def infer(self, page: PreparedPage, request: ChatRequest) -> EngineAnswer:
+        if self.info is not None:
+            try:
+                return await self.primary.infer(page, request)
+            except EngineUnavailable as exc:
+                reason = str(exc)
+        else:
+            reason = self.why_down or "the server did not answer"
+        answer = await self.backup.infer(page, request)
+        return EngineAnswer(
+            **{**answer.__dict__, "details": {**answer.details, "fallback": reason}}
+        )
