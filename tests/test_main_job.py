@@ -13,10 +13,12 @@ import json
 import os
 import subprocess
 import sys
+import threading
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 from PIL import Image, ImageDraw
 
 from dotsocr.engines.base import EngineAnswer
@@ -129,13 +131,35 @@ def test_a_run_started_before_its_server_waits_for_it(tmp_path):
     assert "pages: 3 (3 read, 0 kept, 0 failed)" in rest
 
 
-def test_dropped_connections_wait_instead_of_failing_pages(standin, tmp_path):
-    standin.faults = deque(["drop"] * 12)  # more than the five retries a 500 gets
-    result = dotsocr("ocr", SAMPLE, "--pages", "1-2", "-o", tmp_path, "--server", standin.url,
-                     "--concurrency", "1")  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    assert "waiting for the server at" in result.stderr
-    assert "pages: 2 (2 read, 0 kept, 0 failed)" in result.stderr
+def test_a_server_restarting_mid_run_pauses_the_run(tmp_path):
+    """The server stops after its first answer (connections in flight dropped, new ones
+    refused) and comes back once the run says it waits: no page fails."""
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    answered = threading.Event()
+    state = StandIn(on_answer=lambda body: answered.set())
+    server = start(state, port=port)
+    command = [sys.executable, "-m", "dotsocr", "ocr", str(SAMPLE), "--pages", "1-4",
+               "-o", str(tmp_path), "--server", url, "--concurrency", "1"]  # fmt: skip
+    run = subprocess.Popen(command, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True)
+    try:
+        assert answered.wait(300)
+        state.down = True  # the crash: what is in flight is dropped, then nothing listens
+        server.shutdown()
+        server.server_close()
+        seen = []
+        while not (line := run.stderr.readline()).startswith(f"waiting for the server at {url}"):
+            assert line, "".join(seen)  # it ended without waiting
+            seen.append(line)
+        state.down = False
+        server = start(state, port=port)
+        rest = run.communicate(timeout=600)[1]
+    finally:
+        run.kill()
+        server.shutdown()
+        server.server_close()
+    assert run.returncode == 0, rest
+    assert "pages: 4 (4 read, 0 kept, 0 failed)" in rest
 
 
 # What read each page.
@@ -272,6 +296,9 @@ def test_a_page_with_ink_and_no_text_says_so():
     assert blank.status is PageStatus.OK and blank.warnings == []
     shapes = read_one(FakeServer("[]"), text_page(), task="layout_only")
     assert shapes.warnings == []  # no text was asked for
+    photo = read_one(FakeServer('[{"bbox": [0, 0, 900, 900], "category": "Picture"}]'),
+                     text_page())  # fmt: skip
+    assert photo.warnings == []  # the picture is what the ink was
 
 
 def test_the_summary_counts_warnings_without_changing_the_exit_code(standin, tmp_path):
@@ -300,3 +327,76 @@ def test_a_fifo_input_gets_one_line_and_no_hang(tmp_path):
     assert sum(str(fifo) in line for line in result.stderr.splitlines()) == 1
     assert "named pipe" in result.stderr
     assert (tmp_path / "out" / "multi_page.json").is_file()
+
+
+# The pipeline's own breakdowns.
+def _read_all(sources, engine) -> list:
+    async def go():
+        events = []
+        options = PipelineOptions(task="layout_all", keep_images=False)
+        async for event in Pipeline(engine, get_profile("dots.ocr"), options).run(sources):
+            events.append(event)
+        return events
+
+    return asyncio.run(asyncio.wait_for(go(), 300))  # a generous bound: a hang fails
+
+
+def test_a_renderer_that_breaks_fails_the_rest_of_its_document(monkeypatch):
+    from dotsocr.document import Document
+
+    real = Document._pdf_page
+
+    def breaks_on_page_2(self, index):
+        if index == 1:
+            raise MemoryError("renderer gave out")
+        return real(self, index)
+
+    monkeypatch.setattr(Document, "_pdf_page", breaks_on_page_2)
+    events = _read_all([Source("a.pdf", SAMPLE), Source("b.png", _png(text_page()))],
+                       FakeServer(LAYOUT))  # fmt: skip
+    done = {e.result.source: e.result for e in events if isinstance(e, DocumentDone)}
+    first = done["a.pdf"].pages
+    assert [p.status for p in first] == [PageStatus.OK] + [PageStatus.FAILED] * 4
+    assert "unexpected MemoryError while rendering it: renderer gave out" in first[1].error
+    assert [p.status for p in done["b.png"].pages] == [PageStatus.OK]  # the next document
+
+
+def test_a_consumer_that_stops_stops_the_pipeline():
+    async def go():
+        from contextlib import aclosing
+
+        options = PipelineOptions(task="layout_all", keep_images=False, concurrency=2)
+        pipeline = Pipeline(FakeServer(LAYOUT), get_profile("dots.ocr"), options)
+        async with aclosing(pipeline.run([Source("a.pdf", SAMPLE)])) as events:
+            async for _ in events:
+                raise KeyError("the consumer's bug")
+
+    with pytest.raises(KeyError):
+        asyncio.run(asyncio.wait_for(go(), 300))
+
+
+def test_a_journal_cut_by_a_kill_keeps_its_whole_lines(tmp_path):
+    from dotsocr.layout import Cell, PageResult
+    from dotsocr.output import ResultWriter
+
+    writer = ResultWriter(tmp_path, frozenset({"json"}), "settings", False)
+    writer.start("doc", "stamp", {})
+    for index in range(2):
+        cell = Cell(bbox=(0, 0, 10, 10), category="Text", text="中文 page")
+        writer.page("doc", PageResult(index=index, width=10, height=10, cells=[cell]), None)
+    journal = tmp_path / ".dotsocr" / "doc.pages.jsonl"
+    data = journal.read_bytes()
+    journal.write_bytes(data[: data.rindex("中".encode()) + 1])  # cut inside a character
+    assert list(writer.kept_pages("doc", "stamp")) == [0]
+    assert writer.kept_pages("doc", "another input") == {}
+
+
+LAYOUT = '[{"bbox": [10, 10, 300, 40], "category": "Text", "text": "Read."}]'
+
+
+def _png(image: Image.Image) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()

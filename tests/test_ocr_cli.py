@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -143,7 +144,10 @@ def test_killed_run_resumes_to_identical_outputs(tmp_path):
     victim.wait()
     assert 10 <= len(list(resumed.glob("book_pages/*.png"))) < 100
     assert not (resumed / "book.md").exists()  # nothing half-done stands as done
-    assert dotsocr(*args, "-o", resumed).returncode == 0
+    rerun = dotsocr(*args, "-o", resumed)
+    assert rerun.returncode == 0, rerun.stderr
+    summary = re.search(r"pages: 100 \((\d+) read, (\d+) kept, 0 failed\)", rerun.stderr)
+    assert summary and int(summary[2]) >= 10  # the pages journalled before the kill
     assert (resumed / "book.md").read_text() == (clean / "book.md").read_text()
     for page in clean.glob("book_pages/*.png"):
         assert (resumed / "book_pages" / page.name).read_bytes() == page.read_bytes()

@@ -271,7 +271,9 @@ def test_ocr_command_through_the_real_server(vllm_server, tmp_path):
     )  # fmt: skip
     assert "Traceback" not in result.stderr and "CPU engine" not in result.stderr
     doc = json.loads((tmp_path / "multi_page.json").read_text())
-    for page in doc["pages"]:
+    for page in doc["pages"]:  # the server's cap is the model's: it resizes nothing
+        assert page["reading"]["served_size"] is None and not page["warnings"]
+        assert "no pixel cap explains" not in (page["error"] or "")
         assert page["status"] in ("ok", "repaired", "fallback", "failed")
         assert page["prompt_tokens"] and page["attempts"] >= 1
         if page["status"] == "fallback":  # it climbed the whole ladder
@@ -282,7 +284,8 @@ def test_ocr_command_through_the_real_server(vllm_server, tmp_path):
 
 def test_a_main_job_waits_out_a_crash_and_restart_of_the_real_server(tmp_path):
     """vLLM killed mid-run: dotsocr serve starts it again, and the run waits for it rather
-    than failing its pages or reading them with another engine."""
+    than failing its pages or reading them with another engine. The server's pixel cap is
+    lower than the client's: every page says the size vLLM resized it to."""
     import os
     import re
     import signal
@@ -293,9 +296,11 @@ def test_a_main_job_waits_out_a_crash_and_restart_of_the_real_server(tmp_path):
     from vllm_support import server
 
     server.require()
-    served = server.start(tmp_path / "vllm", restart=True)
+    cap = 1_000_000
+    served = server.start(tmp_path / "vllm", restart=True, max_pixels=cap)
     out = tmp_path / "out"
     data = Path(__file__).parent / "data"
+    run = None
     try:
         run = subprocess.Popen(
             [sys.executable, "-m", "dotsocr", "ocr", data / "multi_page.pdf", "--pages", "1-3",
@@ -309,7 +314,8 @@ def test_a_main_job_waits_out_a_crash_and_restart_of_the_real_server(tmp_path):
         os.killpg(int(vllm.group(1)), signal.SIGKILL)  # its engine and workers with it
         rest = run.communicate(timeout=900)[1]
     finally:
-        run.kill()
+        if run:
+            run.kill()
         served.stop()
     assert "Traceback" not in rest and "CPU engine" not in rest
     assert f"waiting for the server at {served.url}" in rest
@@ -319,5 +325,9 @@ def test_a_main_job_waits_out_a_crash_and_restart_of_the_real_server(tmp_path):
     assert len(doc["pages"]) == 3 and doc["model"] == "model"
     for page in doc["pages"]:  # random weights: any status but one caused by the outage
         assert "no answer from the server" not in (page["error"] or "")
-        assert page["reading"]["engine"] == "vllm 0.32.0"
+        reading = page["reading"]
+        assert reading["engine"] == "vllm 0.32.0"
+        width, height = reading["served_size"]
+        assert width * height <= cap < reading["image_size"][0] * reading["image_size"][1]
+        assert any(f"--max-pixels {width * height}" in w for w in page["warnings"])
     assert run.returncode == (1 if any(p["status"] == "failed" for p in doc["pages"]) else 0)

@@ -267,3 +267,21 @@ def test_many_jobs_at_once_all_reach_their_end(page: Page, standin, tmp_path):
         for job in jobs.all():
             expect(job.locator(".job-meta")).to_contain_text("1 of 1 pages")
         screenshot(page, "04-many-jobs")
+
+
+def test_a_page_read_empty_shows_its_warning(page: Page, standin, tmp_path):
+    """A page with ink whose answer has no text is no quiet success on the page either."""
+    standin.answer = "[]"
+    with running_gateway(tmp_path / "data", "--server", standin.url) as gateway:
+        page.goto(f"{gateway.url}/ui/")
+        expect(page.locator("#server")).to_have_class(re.compile(r"\bup\b"), timeout=30_000)
+        page.fill("input[name=pages]", "1")
+        page.set_input_files("#file-input", str(SAMPLE))
+        page.click("#submit")
+        job = page.locator(".job").first
+        expect(job).to_have_attribute("data-state", "done", timeout=TIMEOUT)
+        job.locator(".tile").first.click()
+        notice = page.locator("#page-notice")
+        expect(notice).to_be_visible()
+        expect(notice).to_contain_text("Warning: the page has ink but no text was read")
+        screenshot(page, "15-warning")

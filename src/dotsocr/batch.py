@@ -14,7 +14,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, aclosing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -23,7 +23,7 @@ from dotsocr.document import DocumentOptions
 from dotsocr.document.sources import input_problem, walk_folder
 from dotsocr.engines.choice import EngineSettings, open_engine
 from dotsocr.errors import ConfigError, NotADocument, OutputError
-from dotsocr.layout import BBox, PageResult, PageStatus
+from dotsocr.layout import BBox, DocumentResult, PageResult, PageStatus
 from dotsocr.models import ModelProfile
 from dotsocr.output import ResultWriter
 from dotsocr.pipeline import (
@@ -167,7 +167,6 @@ async def run_batch(options: BatchOptions, profile: ModelProfile, reporter: Repo
             f"unknown task {options.task!r} for {profile.name}: choose one of "
             f"{', '.join(profile.tasks)}"
         )
-    options.engine.kind  # noqa: B018  # a bad engine choice fails before any work
     summary = Summary()
     started = time.perf_counter()
     planned = _plan(options, summary)
@@ -195,8 +194,9 @@ async def run_batch(options: BatchOptions, profile: ModelProfile, reporter: Repo
             keep_images=writer is not None and bool({"md", "png"} & options.formats),
         )
         pipeline = Pipeline(engine, profile, pipeline_options)
-        async for event in pipeline.run(sources):
-            _handle(event, inputs[event.key], sources[event.key], writer, summary, reporter)
+        async with aclosing(pipeline.run(sources)) as events:  # stopped before the engine
+            async for event in events:
+                _handle(event, inputs[event.key], sources[event.key], writer, summary, reporter)
     summary.seconds = time.perf_counter() - started
     return summary
 
@@ -297,7 +297,7 @@ def _handle(
                 summary.failures.append(f"{item.label}: page {page.number}: {page.error}")
             summary.warnings += [f"{item.label}: page {page.number}: {w}" for w in page.warnings]
         if writer:
-            writer.document(item.name, document, item.stamp)
+            _write_document(writer, item, document, summary)
         else:
             from dotsocr.render import render_markdown
 
@@ -313,12 +313,23 @@ def _write_page(writer: ResultWriter, name: str, result: PageResult, image: Any)
     except OutputError:
         raise
     except Exception as exc:  # a renderer's bug: the page fails, the others go on
-        failed = result.model_copy(
-            update={"status": PageStatus.FAILED, "error": unexpected(exc, "writing its outputs")}
-        )
-        result.status, result.error = failed.status, failed.error  # the document sees it too
+        result.status = PageStatus.FAILED  # the same object the document will hold
+        result.error = unexpected(exc, "writing its outputs")
         writer.page(name, result, None)
     return result
+
+
+def _write_document(
+    writer: ResultWriter, item: _Input, document: DocumentResult, summary: Summary
+) -> None:
+    """Write the document's files; a renderer's bug fails the document (its pages stay in
+    its journal), a full disk stops the run."""
+    try:
+        writer.document(item.name, document, item.stamp)
+    except OutputError:
+        raise
+    except Exception as exc:
+        summary.failures.append(f"{item.label}: {unexpected(exc, 'writing its outputs')}")
 
 
 def _fingerprint(options: BatchOptions, profile: ModelProfile, engine: Any) -> str:
@@ -332,7 +343,7 @@ def _fingerprint(options: BatchOptions, profile: ModelProfile, engine: Any) -> s
         "formats": sorted(options.formats),
         "model": profile.name,
         "engine": options.engine.kind,
-        "served_model": info.model if info else "tesseract",
+        "served_model": info.model if info else f"tesseract {options.engine.languages}",
         "furniture": options.include_furniture,
     }
     return json.dumps(settings, sort_keys=True, default=str)

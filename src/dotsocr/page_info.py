@@ -23,7 +23,7 @@ def describe_inputs(
     paths: Iterable[Path], options: DocumentOptions, profile: ModelProfile
 ) -> Iterator[PageLine]:
     """One line per page, or one error line per bad file or page; one file never stops the rest."""
-    options = options.model_copy(update={"max_pixels": profile.max_pixels})
+    options = options.within(profile.max_pixels)
     for path in expand_paths(paths):
         if isinstance(path, DotsOCRError):
             yield PageLine(error=str(path))

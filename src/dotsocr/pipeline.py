@@ -23,7 +23,7 @@ from dotsocr.document.ink import has_ink
 from dotsocr.engines.base import Engine, EngineAnswer
 from dotsocr.errors import DotsOCRError, EngineError, PageTooExtreme
 from dotsocr.furniture import mark_running_furniture
-from dotsocr.layout import BBox, DocumentResult, PageResult, PageStatus, Reading
+from dotsocr.layout import BBox, Cell, DocumentResult, PageResult, PageStatus, Reading
 from dotsocr.models import ModelProfile, estimate_text_tokens
 from dotsocr.models.base import ChatRequest, Geometry, PreparedPage
 
@@ -118,6 +118,12 @@ def unexpected(exc: BaseException, doing: str) -> str:
     return f"unexpected {type(exc).__name__} while {doing}: {exc} (please report this bug)"
 
 
+def read_by(pages: list[PageResult]) -> str | None:
+    """What read the pages: the models (or engines) their readings name, in order."""
+    readers = [p.reading.model or p.reading.engine for p in pages if p.reading]
+    return ", ".join(dict.fromkeys(readers)) or None
+
+
 class Pipeline:
     """Run documents through an engine.
 
@@ -162,24 +168,29 @@ class Pipeline:
             raise DotsOCRError(unexpected(crashed[0], "running the pipeline")) from crashed[0]
 
     async def _produce(self, sources, work, events, documents: dict[int, _Open]) -> None:
-        """Open documents and render pages one at a time, at most a window ahead."""
+        """Open documents and render pages one at a time, at most a window ahead; then tell
+        each worker there is no more (not when cancelled: the workers are gone too)."""
         try:
-            for key, source in enumerate(sources):
-                try:
-                    document = await asyncio.to_thread(self._open, source)
-                except Exception as exc:  # a bug of ours must not cost the other documents
-                    message = (
-                        str(exc)
-                        if isinstance(exc, DotsOCRError)
-                        else f"{source.name}: {unexpected(exc, 'opening it')}"
-                    )
-                    await events.put(DocumentDone(key, DocumentResult(source=source.name), message))
-                    continue
-                with document:
-                    await self._render(key, source, document, work, events, documents)
+            await self._produce_all(sources, work, events, documents)
         finally:
-            for _ in range(self.options.concurrency):
-                await work.put(None)
+            if not asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                for _ in range(self.options.concurrency):
+                    await work.put(None)
+
+    async def _produce_all(self, sources, work, events, documents: dict[int, _Open]) -> None:
+        for key, source in enumerate(sources):
+            try:
+                document = await asyncio.to_thread(self._open, source)
+            except Exception as exc:  # a bug of ours must not cost the other documents
+                message = (
+                    str(exc)
+                    if isinstance(exc, DotsOCRError)
+                    else f"{source.name}: {unexpected(exc, 'opening it')}"
+                )
+                await events.put(DocumentDone(key, DocumentResult(source=source.name), message))
+                continue
+            with document:
+                await self._render(key, source, document, work, events, documents)
 
     async def _render(self, key, source: Source, document: Document, work, events, documents):
         """Queue the document's pages not read before; a renderer that breaks down fails
@@ -193,22 +204,24 @@ class Pipeline:
             await events.put(self._finished(key, documents))
             return
         pages = document.pages(skip=kept)
-        for index in todo:
+        for position in range(len(todo)):
             try:
-                page = await asyncio.to_thread(next, pages)
-            except Exception as exc:  # StopIteration included: a page it never gave
-                error = f"{source.name}: page {index + 1}: {unexpected(exc, 'rendering it')}"
-                await work.put(_Work(key, source.name, None, index, error))
-                continue
+                page = await asyncio.to_thread(next, pages, None)
+            except Exception as exc:  # the renderer broke down: no page comes after this
+                page = exc
+            if page is None or isinstance(page, Exception):
+                why = unexpected(page, "rendering it") if page else "the document gave no such page"
+                for lost in todo[position:]:
+                    error = f"{source.name}: page {lost + 1}: {why}"
+                    await work.put(_Work(key, source.name, None, lost, error))
+                return
             if isinstance(page, Page):
                 await work.put(_Work(key, source.name, page, page.index))
             else:
                 await work.put(_Work(key, source.name, None, page.index, str(page.error)))
 
     def _open(self, source: Source) -> Document:
-        options = self.options.document
-        if options.max_pixels is None:
-            options = options.model_copy(update={"max_pixels": self.profile.max_pixels})
+        options = self.options.document.within(self.profile.max_pixels)
         return open_document(source.data, options, name=source.name)
 
     async def _worker(self, work, events, documents: dict[int, _Open]) -> None:
@@ -231,10 +244,9 @@ class Pipeline:
         document = documents.pop(key)
         pages = sorted(document.pages, key=lambda r: r.index)
         mark_running_furniture(pages)
-        readers = [p.reading.model or p.reading.engine for p in pages if p.reading]
         result = DocumentResult(
             source=document.source,
-            model=", ".join(dict.fromkeys(readers)) or None,
+            model=read_by(pages),
             profile=self.profile.name,
             task=self.options.task,
             pages=pages,
@@ -311,8 +323,10 @@ class Pipeline:
             try:
                 geometry, served = self._served_geometry(plan, answer, task, warnings)
             except _Misread as exc:
+                reading = self._reading(answer, request, prepared, None)
                 return PageResult(**base, status=PageStatus.FAILED, error=str(exc), notes=notes,
-                                  attempts=attempt, raw=answer.text, **counts)  # fmt: skip
+                                  attempts=attempt, raw=answer.text, reading=reading,
+                                  **counts)  # fmt: skip
             reading = self._reading(answer, request, prepared, served)
             if "fallback" in answer.details:
                 notes.append(f"read by the embedded engine: {answer.details['fallback']}")
@@ -336,11 +350,7 @@ class Pipeline:
                 continue
             if attempt > 1:
                 notes.append(f"answered at attempt {attempt} ({task}, temperature {temperature})")
-            if (
-                plan.ink
-                and task != "layout_only"
-                and not any(c.text and c.text.strip() for c in parsed.cells)
-            ):
+            if plan.ink and task != "layout_only" and not _read_something(parsed.cells):
                 warnings.append(NO_TEXT)
             return PageResult(
                 **base, cells=parsed.cells, raw=answer.text, notes=notes + parsed.notes,
@@ -362,15 +372,18 @@ class Pipeline:
         served: tuple[int, int] | None,
     ) -> Reading:
         details = answer.details
+        recogniser = details.get("recogniser")  # an engine that reads no prompt
         return Reading(
             engine=answer.engine or type(self.engine).__name__,
             model=answer.model,
             profile=self.profile.name,
             task=request.task,
-            prompt=_prompt_text(request),
+            prompt=None if recogniser else _prompt_text(request),
             image_size=prepared.geometry.model_size,
             served_size=served,
-            recogniser=details.get("recogniser"),
+            recogniser=f"{recogniser} ({details['languages']})"
+            if recogniser and details.get("languages")
+            else recogniser,
             orientation=details.get("orientation"),
             fallback="fallback" in details,
         )
@@ -447,6 +460,11 @@ class Pipeline:
 
         prepared, ink = await asyncio.to_thread(build)
         return _Plan(prepared, max_tokens, counted, ink)
+
+
+def _read_something(cells: list[Cell]) -> bool:
+    """Whether the cells account for a page's ink: text, or a picture found there."""
+    return any((c.text and c.text.strip()) or c.category == "Picture" for c in cells)
 
 
 def _prompt_text(request: ChatRequest) -> str | None:

@@ -74,7 +74,7 @@ def rerender(answer: str, req: RenderRequest) -> str | None:
 
 
 def _load_page(req: RenderRequest, profile: ModelProfile) -> Page:
-    options = req.document.model_copy(update={"max_pixels": profile.max_pixels})
+    options = req.document.within(profile.max_pixels)
     with open_document(req.image, options) as doc:
         page = next(doc.pages())
     if not isinstance(page, Page):

@@ -64,10 +64,13 @@ def dotsocr() -> list[str]:
     return [sys.executable, "-m", "dotsocr"]
 
 
-def start(workdir: Path, *, max_model_len: int = 4096, restart: bool = False) -> VLLMServer:
+def start(
+    workdir: Path, *, max_model_len: int = 4096, restart: bool = False, max_pixels: int = 11289600
+) -> VLLMServer:
     """Build the tiny model folder, start ``dotsocr wait``, then ``dotsocr serve`` on a free
     loopback port; return once the waiter says it is ready. ``restart``: dotsocr serve
-    starts vLLM again after a crash, as it does by default."""
+    starts vLLM again after a crash, as it does by default; ``max_pixels``: the server's
+    pixel cap (the model's own by default: tests send pages of any size)."""
     model = workdir / "tiny-dots-ocr"
     builder = Path(__file__).with_name("tiny_dots_model.py")
     built = subprocess.run([python(), builder, model], capture_output=True, text=True)
@@ -96,7 +99,7 @@ def start(workdir: Path, *, max_model_len: int = 4096, restart: bool = False) ->
     command = [
         *dotsocr(), "serve", "--device", "cpu", "--model", str(model),
         "--vllm-command", vllm, "--host", "127.0.0.1", "--port", str(port),
-        "--max-pixels", "11289600",  # the model's own cap: tests send pages of any size
+        "--max-pixels", str(max_pixels),
         *([] if restart else ["--no-restart"]), "--quiet", "--log", str(log),
         # Passed through to vLLM, over the plan's values:
         "--load-format", "dummy", "--max-model-len", str(max_model_len), "--skip-mm-profiling",

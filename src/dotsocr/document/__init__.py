@@ -59,6 +59,13 @@ class DocumentOptions(BaseModel):
         Field(gt=0, description="refuse source images or renders above this many pixels"),
     ] = defaults.MAX_IMAGE_PIXELS
 
+    def within(self, max_pixels: int) -> DocumentOptions:
+        """These options, rendering no page larger than ``max_pixels`` (a model's pixel
+        budget, where it will be sent) unless a cap of their own is set."""
+        if self.max_pixels is not None:
+            return self
+        return self.model_copy(update={"max_pixels": max_pixels})
+
 
 @dataclass
 class Page:

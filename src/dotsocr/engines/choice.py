@@ -9,6 +9,10 @@ server cannot read go to the embedded engine, and each such page says so.
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import time
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any, Literal, Self
@@ -19,6 +23,7 @@ from dotsocr.errors import ConfigError, EngineUnavailable
 from dotsocr.models.base import ChatRequest, PreparedPage
 
 EngineKind = Literal["auto", "server", "cpu"]
+RETRY_DOWN = 30.0  # seconds between asking a server that never answered again
 
 
 @dataclass(frozen=True)
@@ -35,14 +40,16 @@ class EngineSettings:
     answer_timeout: float = 600.0  # seconds for one answer: a dense page can take minutes
     fallback: Literal["cpu"] | None = None
 
-    @property
-    def kind(self) -> Literal["server", "cpu"]:
-        """Where pages go, by the rule above."""
+    def __post_init__(self) -> None:
         if self.engine == "server" and not self.server_url:
             raise ConfigError(
                 "no server configured: pass --server URL or set DOTSOCR_SERVER_URL, or use "
                 "--engine cpu"
             )
+
+    @property
+    def kind(self) -> Literal["server", "cpu"]:
+        """Where pages go, by the rule above."""
         if self.engine == "cpu" or not self.server_url:
             return "cpu"
         return "server"
@@ -65,19 +72,22 @@ async def open_engine(
 
     if settings.kind == "cpu":
         return await stack.enter_async_context(CPUEngine(settings.languages, settings.concurrency))
-    server = server_engine(
-        settings.server_url or "",
-        api_key=settings.api_key,
-        model=settings.served_model,
-        concurrency=settings.concurrency or 64,
-        timeout=settings.answer_timeout,
-        server_timeout=settings.server_timeout,
-        on_wait=on_wait,
-    )
+
+    def server(server_timeout: float) -> Any:
+        return server_engine(
+            settings.server_url or "",
+            api_key=settings.api_key,
+            model=settings.served_model,
+            concurrency=settings.concurrency or 64,
+            timeout=settings.answer_timeout,
+            server_timeout=server_timeout,
+            on_wait=on_wait,
+        )
+
     if settings.fallback is None:
-        return await stack.enter_async_context(server)
+        return await stack.enter_async_context(server(settings.server_timeout))
     backup = await stack.enter_async_context(CPUEngine(settings.languages, settings.concurrency))
-    return await stack.enter_async_context(FallbackEngine(server, backup))
+    return await stack.enter_async_context(FallbackEngine(server, settings.server_timeout, backup))
 
 
 class FallbackEngine:
@@ -85,30 +95,49 @@ class FallbackEngine:
 
     Only unavailability falls back (the server silent past its timeout, or failing through
     every retry); a refused request is the server's word on the page and stays a failure.
+    A server that never answered is asked again every ``RETRY_DOWN`` seconds, with one
+    connection attempt, so that pages go back to it once it is up.
     """
 
     reads_pixels = True  # the embedded engine reads the image itself
 
-    def __init__(self, primary: Any, backup: Engine) -> None:
-        self.primary = primary
+    def __init__(self, server: Callable[[float], Any], timeout: float, backup: Engine) -> None:
+        self._server = server
+        self._timeout = timeout
+        self.primary = server(timeout)
         self.backup = backup
-        self.why_down: str | None = None  # the server never answered at start
+        self.why_down: str | None = None  # the server does not answer: why
+        self._asked = 0.0
+        self._lock = asyncio.Lock()
         self.info = None
 
     async def __aenter__(self) -> Self:
-        try:
-            await self.primary.__aenter__()
-            self.info = self.primary.info
-        except EngineUnavailable as exc:
-            self.why_down = str(exc)
+        await self._connect(self.primary)
         return self
 
+    async def _connect(self, primary: Any) -> None:
+        self._asked = time.monotonic()
+        try:
+            await primary.__aenter__()
+        except EngineUnavailable as exc:
+            self.why_down = str(exc)
+            return
+        self.primary, self.info, self.why_down = primary, primary.info, None
+        patience = getattr(primary, "patience", None)
+        if patience is not None:  # asked again with one attempt; from now on as patient
+            patience.timeout = self._timeout
+
     async def __aexit__(self, *exc: object) -> None:
-        await self.primary.__aexit__(*exc)
+        if self.info is not None:
+            await self.primary.__aexit__(*exc)
 
     @property
     def waiting(self) -> str | None:
-        return getattr(self.primary, "waiting", None)
+        """Why pages wait for the server, while they do (not once they go to the backup)."""
+        patience = getattr(self.primary, "patience", None)
+        if self.info is None or patience is None or patience.given_up:
+            return None
+        return patience.waiting
 
     async def text_tokens(self, prompt: str) -> int | None:
         if self.info is None:
@@ -119,6 +148,10 @@ class FallbackEngine:
             return None
 
     async def infer(self, page: PreparedPage, request: ChatRequest) -> EngineAnswer:
+        if self.info is None and time.monotonic() - self._asked >= RETRY_DOWN:
+            async with self._lock:  # one attempt for all the pages waiting to know
+                if self.info is None and time.monotonic() - self._asked >= RETRY_DOWN:
+                    await self._connect(self._server(0.0))
         if self.info is not None:
             try:
                 return await self.primary.infer(page, request)
@@ -127,6 +160,4 @@ class FallbackEngine:
         else:
             reason = self.why_down or "the server did not answer"
         answer = await self.backup.infer(page, request)
-        return EngineAnswer(
-            **{**answer.__dict__, "details": {**answer.details, "fallback": reason}}
-        )
+        return dataclasses.replace(answer, details={**answer.details, "fallback": reason})

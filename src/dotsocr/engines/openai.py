@@ -20,7 +20,7 @@ from typing import Any, Self
 import httpx
 
 from dotsocr.engines.base import EngineAnswer
-from dotsocr.engines.patience import SERVER_TIMEOUT, Patience, Report
+from dotsocr.engines.patience import Patience, Report
 from dotsocr.errors import (
     AuthenticationError,
     BadRequest,
@@ -31,10 +31,13 @@ from dotsocr.errors import (
     EngineUnavailable,
     ImageRefused,
     ModelNotServed,
+    ServerSilent,
 )
 from dotsocr.models.base import ChatRequest, PreparedPage
 
 RETRY_STATUSES = frozenset({429, 500, 503})
+LOST_LIMIT = 4  # connections lost with the request sent (in flight at a crash, or a pooled
+# connection the restarted server no longer has): more, and the page may be what kills it
 SILENT_STATUSES = frozenset({502, 504})  # a gateway or router whose server does not answer
 MESSAGE_LIMIT = 500  # servers echo whole inputs back in errors; keep messages readable
 TEXT_TOKEN_CACHE = 256
@@ -77,6 +80,10 @@ class _Retryable(Exception):
 class _Silent(_Retryable):
     """No answer at all: nothing listening, the connection lost, a proxy with no server."""
 
+    def __init__(self, message: str, sent: bool = False) -> None:
+        super().__init__(message)
+        self.sent = sent  # the request had reached the server when its connection was lost
+
 
 class OpenAIEngine:
     """Chat completions against an OpenAI-compatible server.
@@ -114,7 +121,7 @@ class OpenAIEngine:
         timeout: float = 600.0,
         connect_timeout: float = 10.0,
         retry: RetryPolicy | None = None,
-        server_timeout: float | None = SERVER_TIMEOUT,
+        server_timeout: float | None = None,
         on_wait: Report | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
@@ -179,6 +186,10 @@ class OpenAIEngine:
             return ServerInfo.engine
         version = data.get("version")
         return f"vllm {version}" if isinstance(version, str) and version else ServerInfo.engine
+
+    async def probe(self) -> None:
+        """Ask the server for its models again: ends a silence when it answers."""
+        self.info = await self.discover()
 
     async def infer(self, page: PreparedPage, request: ChatRequest) -> EngineAnswer:
         """Send one request; retries are counted in the answer's ``attempts``.
@@ -261,27 +272,29 @@ class OpenAIEngine:
         Answers that ask for a retry (429, 5xx) are retried ``retry.attempts`` times; a
         server that does not answer at all is waited for (see ``Patience``).
         """
-        attempt = failed = silent = 0
+        attempt = failed = silent = lost = 0
         while True:
             attempt += 1
             try:
-                data = await self._once(method, path, body)
+                return await self._once(method, path, body), attempt
             except _Retryable as exc:
                 error = exc
-            else:
-                self._heard()
-                return data, attempt
-            if isinstance(error, _Silent) and self.patience is not None:
-                await self.patience.wait(silent, str(error))
-                silent += 1
-                continue
-            if not isinstance(error, _Silent):
-                self._heard()  # an answer, if not the one wanted
+            if isinstance(error, _Silent):
+                lost += error.sent
+                if lost >= LOST_LIMIT:  # a server that dies of this page each time it is back
+                    raise EngineUnavailable(
+                        f"{self.base_url}: the connection was lost {lost} times while the "
+                        f"server had this request ({error}): the page may be what breaks it; "
+                        "look at the server's log"
+                    ) from None
+                if self.patience is not None:
+                    await self.patience.wait(silent, str(error))
+                    silent += 1
+                    continue
             failed += 1
             if failed == self.retry.attempts:
-                raise EngineUnavailable(
-                    f"{self.base_url}: {error} (gave up after {attempt} attempts)"
-                ) from None
+                kind = ServerSilent if isinstance(error, _Silent) else EngineUnavailable
+                raise kind(f"{self.base_url}: {error} (gave up after {attempt} attempts)") from None
             await asyncio.sleep(self.retry.delay(failed - 1, error.retry_after))
 
     def _heard(self) -> None:
@@ -309,12 +322,13 @@ class OpenAIEngine:
         except (httpx.UnsupportedProtocol, httpx.LocalProtocolError, httpx.InvalidURL) as exc:
             raise ConfigError(f"cannot send to {self.base_url}: {exc}") from None
         except httpx.TransportError as exc:
-            raise _Silent(f"connection lost ({exc or type(exc).__name__})") from None
+            raise _Silent(f"connection lost ({exc or type(exc).__name__})", sent=True) from None
         except httpx.HTTPError as exc:  # e.g. a body that fails to decode
             raise _Retryable(f"unreadable answer ({exc or type(exc).__name__})") from None
         if response.status_code in SILENT_STATUSES:  # a proxy in front of no server
             message, _ = _error(response)
             raise _Silent(f"HTTP {response.status_code}: {message}")
+        self._heard()  # any other answer, wanted or not, ends a silence
         if response.status_code in RETRY_STATUSES:
             message, _ = _error(response)
             raise _Retryable(f"HTTP {response.status_code}: {message}", _retry_after(response))

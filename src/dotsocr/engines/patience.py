@@ -50,6 +50,12 @@ class Patience:
         self.silent_since = self.reason = None
 
     @property
+    def given_up(self) -> bool:
+        """Silent for longer than the timeout: requests fail at once until it answers."""
+        since = self.silent_since
+        return since is not None and time.monotonic() - since >= self.timeout
+
+    @property
     def waiting(self) -> str | None:
         """Why requests are waiting now, or None when the server answers."""
         if self.silent_since is None:

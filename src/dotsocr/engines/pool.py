@@ -12,7 +12,7 @@ from typing import Any, Self
 from dotsocr.engines.base import EngineAnswer
 from dotsocr.engines.openai import OpenAIEngine, RetryPolicy, ServerInfo
 from dotsocr.engines.patience import SERVER_TIMEOUT, Patience, Report
-from dotsocr.errors import ConfigError, EngineUnavailable
+from dotsocr.errors import ConfigError, EngineUnavailable, ServerSilent
 from dotsocr.models.base import ChatRequest, PreparedPage
 
 COOLDOWN = 30.0  # seconds a server that stopped answering is left out
@@ -131,6 +131,10 @@ class ServerPool:
     def waiting(self) -> str | None:
         return self.patience.waiting
 
+    async def probe(self) -> None:
+        """Ask the servers for their models again: ends a silence when one answers."""
+        await self._first_answers()
+
     async def __aexit__(self, *exc: object) -> None:
         for member in self.members:
             await member.__aexit__()
@@ -167,9 +171,12 @@ class ServerPool:
         """``send(member)`` on the least busy server, then on the next when one fails, and
         when none answers, on the first that answers again."""
         tried: set[OpenAIEngine] = set()
+        failing: EngineUnavailable | None = None  # a server that answered, with errors
         retry = 0
         while True:
             member = await self._pick(tried)
+            if member is None and failing is not None:  # not silence: the request fails
+                raise EngineUnavailable(f"no model server could answer: {self._reasons()}")
             if member is None:
                 await self.patience.wait(retry, f"no server answers: {self._reasons()}")
                 retry += 1
@@ -185,6 +192,8 @@ class ServerPool:
             except EngineUnavailable as exc:
                 self._set_down(member, exc)
                 member.info = None  # asked for its models again before it is used again
+                if not isinstance(exc, ServerSilent):
+                    failing = exc
             finally:
                 self._busy[member] -= 1
 

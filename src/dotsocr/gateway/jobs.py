@@ -41,12 +41,13 @@ from dotsocr.gateway.models import (
 from dotsocr.gateway.scheduler import FairQueue, LeasedQueue, QueueFull
 from dotsocr.gateway.store import ACTIVE, PageKey, StoreError, open_store
 from dotsocr.layout import DocumentResult, PageResult, PageStatus
-from dotsocr.models import ModelProfile, capped_profile
-from dotsocr.pipeline import Pipeline, PipelineOptions
+from dotsocr.models import capped_profile
+from dotsocr.pipeline import Pipeline, PipelineOptions, read_by
 from dotsocr.render import render_json, render_markdown
 
 log = logging.getLogger("dotsocr.gateway")
 CLEAN_EVERY = 300.0  # seconds between sweeps of expired results and overdue jobs
+CONNECT_PAUSE = 5.0  # seconds between attempts to open an engine that failed to open
 
 
 @dataclass
@@ -74,7 +75,7 @@ class JobManager:
             if self.store.shared
             else FairQueue(settings.max_queued_pages)
         )
-        self.profile = self._profile()
+        self.profile = capped_profile(self.settings.model, self.settings.max_pixels)
         self.engine: Any = None
         self._engine_error: str | None = "starting"
         self._stack = AsyncExitStack()
@@ -85,9 +86,7 @@ class JobManager:
         self._wakers: dict[str, set[asyncio.Event]] = {}  # shared jobs: streams to wake
         self._fetched: set[str] = set()  # jobs whose inputs this machine fetched from S3
         self._in_flight = 0
-
-    def _profile(self) -> ModelProfile:
-        return capped_profile(self.settings.model, self.settings.max_pixels)
+        self._probing = False  # a worker is asking a silent server whether it is back
 
     # Life.
     async def start(self) -> None:
@@ -136,20 +135,41 @@ class JobManager:
         """Open the engine, waiting while the model server is down; pages wait meanwhile."""
         from dotsocr.engines.choice import open_engine
 
-        def waiting(message: str) -> None:
-            self._engine_error = self._private(message)
+        def waiting(message: str) -> None:  # while starting, and later while it is silent
+            if self.engine is None:
+                self._engine_error = self._private(message)
             log.warning("%s", message)
 
         while True:
+            attempt = AsyncExitStack()  # what one failed attempt opened is closed with it
             try:
-                self.engine = await open_engine(
-                    self.settings.engine_settings(), self._stack, waiting
-                )
-                self._engine_error = None
-                return
+                engine = await open_engine(self.settings.engine_settings(), attempt, waiting)
             except DotsOCRError as exc:  # silent past its timeout: keep waiting, pages queued
+                await attempt.aclose()
                 self._engine_error = self._private(str(exc))
                 log.warning("model server not ready (%s)", exc)
+                await asyncio.sleep(CONNECT_PAUSE)
+                continue
+            self._stack.push_async_callback(attempt.aclose)
+            self.engine, self._engine_error = engine, None
+            return
+
+    async def _until_answering(self) -> None:
+        """Pages stay queued while the engine is not open, or its server is silent and
+        pages are already waiting for it; with none waiting, one worker asks the server
+        (so that the silence ends when it answers again) instead of taking a page."""
+        while self.engine is None or getattr(self.engine, "waiting", None):
+            if self.engine is None or self._in_flight or self._probing:
+                await asyncio.sleep(0.2)
+                continue
+            self._probing = True
+            try:
+                await self.engine.probe()
+            except DotsOCRError as exc:
+                log.warning("model server not answering (%s)", self._private(str(exc)))
+                await asyncio.sleep(CONNECT_PAUSE)
+            finally:
+                self._probing = False
 
     def _private(self, text: str) -> str:
         """``text`` without the model server's URLs: it may be internal, and results and
@@ -280,15 +300,13 @@ class JobManager:
         return DocumentOptions(
             pages=str(number) if number else options.pages,
             dpi=options.dpi,
-            max_pixels=self.profile.max_pixels,
             max_image_pixels=self.settings.max_image_pixels,
-        )
+        ).within(self.profile.max_pixels)
 
     # Work.
     async def _worker(self) -> None:
         while True:
-            while self.engine is None:  # pages stay queued (and counted) until it answers
-                await asyncio.sleep(0.2)
+            await self._until_answering()
             key = await self.queue.get()
             self.metrics.queue_depth.set(len(self.queue))
             self._in_flight += 1
@@ -630,7 +648,8 @@ class JobManager:
             out.append(
                 DocumentResult(
                     source=f["name"],
-                    model=self.profile.name,
+                    model=read_by(pages),
+                    profile=self.profile.name,
                     task=model_task(options.task),
                     pages=pages,
                 )

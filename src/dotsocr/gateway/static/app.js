@@ -618,9 +618,10 @@ function renderPage(data) {
     fallback: `No layout came back, so the page is kept as plain text${notes ? `: ${notes}` : "."}`,
     ok: notes || "",
   }[status];
-  notice.textContent = text;
+  const warned = result?.warnings?.length ? `Warning: ${result.warnings.join("; ")}` : "";
+  notice.textContent = [warned, text].filter(Boolean).join(" ");
   notice.className = `notice st-${status}`;
-  notice.hidden = !text;
+  notice.hidden = !notice.textContent;
   if (result?.seconds != null) {
     const tokens = result.completion_tokens != null ? ` · ${result.completion_tokens} tokens out` : "";
     $("page-sub").append(` · ${result.seconds.toFixed(2)} s${tokens}`);
