@@ -162,6 +162,14 @@ def test_a_server_restarting_mid_run_pauses_the_run(tmp_path):
     assert "pages: 4 (4 read, 0 kept, 0 failed)" in rest
 
 
+def test_a_router_with_no_server_behind_it_is_waited_for_too(standin, tmp_path):
+    standin.faults = deque(["503-bare"] * 8)  # more than the five tries an overload gets
+    result = dotsocr("ocr", SAMPLE, "--pages", "1", "-o", tmp_path, "--server", standin.url)
+    assert result.returncode == 0, result.stderr
+    assert "waiting for the server at" in result.stderr and "HTTP 503" in result.stderr
+    assert "pages: 1 (1 read, 0 kept, 0 failed)" in result.stderr
+
+
 # What read each page.
 def test_every_page_says_what_read_it_and_how(standin, tmp_path):
     result = dotsocr("ocr", SAMPLE, "--pages", "1", "-o", tmp_path, "--server", standin.url)

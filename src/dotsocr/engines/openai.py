@@ -39,6 +39,7 @@ RETRY_STATUSES = frozenset({429, 500, 503})
 LOST_LIMIT = 4  # connections lost with the request sent (in flight at a crash, or a pooled
 # connection the restarted server no longer has): more, and the page may be what kills it
 SILENT_STATUSES = frozenset({502, 504})  # a gateway or router whose server does not answer
+# (and 503 without Retry-After: a load balancer with no healthy server; with it, overload)
 MESSAGE_LIMIT = 500  # servers echo whole inputs back in errors; keep messages readable
 TEXT_TOKEN_CACHE = 256
 SPARE_CONNECTIONS = 4  # for /v1/models and /tokenize beside a full set of inferences
@@ -325,9 +326,10 @@ class OpenAIEngine:
             raise _Silent(f"connection lost ({exc or type(exc).__name__})", sent=True) from None
         except httpx.HTTPError as exc:  # e.g. a body that fails to decode
             raise _Retryable(f"unreadable answer ({exc or type(exc).__name__})") from None
-        if response.status_code in SILENT_STATUSES:  # a proxy in front of no server
-            message, _ = _error(response)
-            raise _Silent(f"HTTP {response.status_code}: {message}")
+        status = response.status_code
+        if status in SILENT_STATUSES or (status == 503 and "Retry-After" not in response.headers):
+            message, _ = _error(response)  # a proxy or router with no server behind it
+            raise _Silent(f"HTTP {status}: {message}")
         self._heard()  # any other answer, wanted or not, ends a silence
         if response.status_code in RETRY_STATUSES:
             message, _ = _error(response)
