@@ -248,17 +248,15 @@ def _resume(
 
 def _reading_with(settings: EngineSettings, engine: Any) -> str:
     """The run's first line: what reads the pages (the server's URL is for this user only)."""
-    info = getattr(engine, "info", None)
+    cpu = "reading with the embedded CPU engine (Tesseract)"
     if settings.kind == "cpu":
-        why = "" if settings.engine == "cpu" else "no server configured (--server or "
-        why = f"{why}DOTSOCR_SERVER_URL): " if why else ""
-        return f"{why}reading with the embedded CPU engine (Tesseract)"
-    line = (
-        f"reading with {info.engine} at {settings.server_url} (model {info.model})" if info else ""
-    )
+        unset = "no server configured (--server or DOTSOCR_SERVER_URL): "
+        return cpu if settings.engine == "cpu" else unset + cpu
     why_down = getattr(engine, "why_down", None)
-    if why_down:
-        return f"the server does not answer ({why_down}): reading with the embedded CPU engine"
+    if why_down:  # --fallback cpu, and the server never answered
+        return f"the server does not answer ({why_down}): {cpu}"
+    info = engine.info
+    line = f"reading with {info.engine} at {settings.server_url} (model {info.model})"
     if settings.fallback:
         line += "; pages it cannot read go to the embedded CPU engine"
     return line
