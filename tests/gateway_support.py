@@ -202,13 +202,18 @@ def wait_job(
         raise AssertionError(f"{exc}; last status: {json.dumps(seen)}") from None
 
 
-def events(client: httpx.Client, path: str) -> list[tuple[str, dict[str, Any]]]:
-    """Read a server-sent event stream to its end: (event, data) pairs in order."""
+def events(
+    client: httpx.Client, path: str, opened: threading.Event | None = None
+) -> list[tuple[str, dict[str, Any]]]:
+    """Read a server-sent event stream to its end: (event, data) pairs in order; ``opened``
+    is set once the server has answered the request."""
     out: list[tuple[str, dict[str, Any]]] = []
     name, data = "", ""
     with client.stream("GET", path) as response:
         assert response.status_code == 200, response.read().decode()
         assert response.headers["content-type"].startswith("text/event-stream")
+        if opened:
+            opened.set()
         for line in response.iter_lines():
             if line.startswith("event:"):
                 name = line.partition(":")[2].strip()

@@ -145,10 +145,11 @@ def test_a_job_cancelled_on_one_gateway_ends_on_the_other(standin, database_url,
     ):
         job_id = a.client().post("/v1/jobs", files=[upload(SAMPLE)]).json()["id"]
         streamed: list[tuple[str, dict]] = []
-        stream = threading.Thread(
-            target=lambda: streamed.extend(events(a.client(), f"/v1/jobs/{job_id}/events"))
-        )
+        opened = threading.Event()
+        path = f"/v1/jobs/{job_id}/events"
+        stream = threading.Thread(target=lambda: streamed.extend(events(a.client(), path, opened)))
         stream.start()
+        assert opened.wait(60)  # following the job before it is cancelled
         wait_for(lambda: status(b.client(), job_id)["state"] == "running", 30, "a page read")
         assert b.client().delete(f"/v1/jobs/{job_id}").status_code == 204
         stream.join(30)
