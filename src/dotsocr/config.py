@@ -145,11 +145,7 @@ class GatewaySettings(BaseSettings):
     def model_post_init(self, context: Any) -> None:
         from dotsocr.errors import ConfigError
 
-        if self.engine == "server" and not self.server_url:
-            raise ConfigError(
-                "engine 'server' needs a server URL: pass --server or set DOTSOCR_SERVER_URL, "
-                "or use --engine cpu"
-            )
+        self.engine_settings()  # the engine choice's own checks, at start
         if not self.read_pages and not self.database_url:
             raise ConfigError(
                 "read_pages is off but no DOTSOCR_DATABASE_URL is set: without a shared job "
