@@ -1,0 +1,52 @@
+"""Lines of text with boxes, and layout regions: what the embedded engine's parts share.
+
+A PDF's own text layer (``document.textlayer``), the recognisers (Tesseract, PP-OCR) and
+the layout model all speak these types, so the engine can mix them on one page. Boxes
+are ``(x1, y1, x2, y2)`` in the pixels of the image being read, origin top left.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+Box = tuple[float, float, float, float]
+
+
+def scale_box(box: Box, factor: float) -> Box:
+    return (box[0] * factor, box[1] * factor, box[2] * factor, box[3] * factor)
+
+
+@dataclass
+class Word:
+    bbox: Box
+    text: str
+
+
+@dataclass
+class TextLine:
+    """One line of text as its source saw it."""
+
+    bbox: Box
+    text: str
+    size: float  # the letters' height in pixels: a font-size proxy for headings
+    words: list[Word] = field(default_factory=list)
+    confidence: float | None = None  # 0..1 where a recogniser says; None for a text layer
+    bold: bool = False
+    block: int | None = None  # the source's own paragraph number, where it groups lines
+
+    def scaled(self, factor: float) -> TextLine:
+        return replace(
+            self,
+            bbox=scale_box(self.bbox, factor),
+            size=self.size * factor,
+            words=[Word(scale_box(w.bbox, factor), w.text) for w in self.words],
+        )
+
+
+@dataclass
+class Region:
+    """A layout model's region, with its class already named as dots.ocr's category."""
+
+    bbox: Box
+    category: str  # Text, Title, Section-header, Table, Formula, Picture, Caption, ...
+    score: float
