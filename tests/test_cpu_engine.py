@@ -12,7 +12,8 @@ from rapidfuzz.distance import Levenshtein
 
 from dotsocr.document import DocumentOptions, Page, open_document
 from dotsocr.engines import Engine
-from dotsocr.engines.cpu import CPUEngine, _better, _Block, _Reading, available_languages
+from dotsocr.engines.cpu import CPUEngine
+from dotsocr.engines.recognisers import tesseract_languages
 from dotsocr.errors import ConfigError
 from dotsocr.layout import PageStatus
 from dotsocr.models import get_profile
@@ -80,7 +81,7 @@ def test_rotated_pdf_pages_are_read_upright(corpus, angle, turned):
         "contained package"
     )
     assert cer(text_of(parsed), expected) < 0.05
-    assert answer.details["orientation"] == turned  # 180: OSD misses it, our second look not
+    assert answer.details["orientation"] == turned
 
 
 def test_the_answer_says_what_read_the_page():
@@ -88,71 +89,12 @@ def test_the_answer_says_what_read_the_page():
     answer, _ = read(page)
     assert re.fullmatch(r"tesseract \d+\.\d+\.\d+\S*", answer.engine)
     assert answer.model == "tesseract"
-    assert answer.details == {"recogniser": "tesseract lstm", "languages": "eng", "orientation": 0}
-
-
-@pytest.mark.parametrize(
-    ("turned", "best", "better"),  # (words, mean confidence) of a turned and the best reading
-    [
-        ((3, 92), (1500, 55), False),  # a newspaper read sideways: nearly empty, and sure
-        ((0, 95), (1500, 55), False),
-        ((60, 95), (100, 50), False),  # a rotated part of the page, not the page
-        ((1500, 62), (1500, 55), False),  # not clearly surer
-        ((83, 78), (91, 29), True),  # an upside-down receipt: the garbled reading has more words
-        ((15, 94), (15, 31), True),  # an upside-down page of two lines
-        ((12, 70), (0, 0), True),  # upright found nothing
-    ],
-)
-def test_a_turned_reading_must_be_surer_without_losing_text(turned, best, better):
-    assert _better(*turned, *best) is better
-
-
-def _words(count: int) -> list[_Block]:
-    return [_Block((0, 0, 10, 5), " ".join(["word"] * count), 1, 0.0)]
-
-
-class CannedEngine(CPUEngine):
-    """Tesseract's readings of an image at each turn, given in advance."""
-
-    def __init__(self, image: Image.Image, readings: dict[int, _Reading]) -> None:
-        super().__init__()
-        self.turns = {image.rotate(a, expand=True).tobytes(): a for a in (0, 90, 180, 270)}
-        self.readings = readings
-        self.tried: list[int] = []
-
-    def _api(self):
-        return self
-
-    def _attempt(self, api, image, dpi):
-        self.tried.append(self.turns[image.tobytes()])
-        return self.readings[self.tried[-1]]
-
-
-def test_a_sure_but_empty_turned_reading_does_not_replace_the_page():
-    # Measured on a three-column newspaper scan: read at 270 degrees it came back all but
-    # empty with a high mean confidence, and the page came back with no text and status ok.
-    image = Image.frombytes("L", (40, 20), bytes(i % 251 for i in range(800)))
-    engine = CannedEngine(
-        image,
-        {
-            0: _Reading(_words(1500), 55),
-            180: _Reading(_words(1400), 30),
-            90: _Reading(_words(900), 40),
-            270: _Reading(_words(2), 96),
-        },
-    )
-    blocks, turned = engine._recognise(image, 96)
-    assert engine.tried == [0, 180, 90, 270]
-    assert sum(b.words for b in blocks) == 1500 and turned == 0
-
-
-def test_an_upside_down_page_is_read_turned_and_its_boxes_turned_back():
-    image = Image.frombytes("L", (40, 20), bytes(i % 251 for i in range(800)))
-    engine = CannedEngine(image, {0: _Reading(_words(91), 29), 180: _Reading(_words(83), 78)})
-    blocks, turned = engine._recognise(image, 200)
-    assert engine.tried == [0, 180]  # sure enough: no more turns
-    assert turned == 180 and blocks[0].words == 83
-    assert blocks[0].bbox == (30, 15, 40, 20)
+    details = answer.details
+    assert (details["recogniser"], details["languages"], details["orientation"]) == (
+        "tesseract lstm", "eng", 0,
+    )  # fmt: skip
+    assert details["text_layer"] is None  # an image has none
+    assert set(details["steps"]) == {"osd", "layout", "ocr", "compose"}
 
 
 def test_a_rendered_line_of_text_is_read():
@@ -191,14 +133,14 @@ def test_layout_only_ocr_and_grounding_answers(data):
     answer, parsed = read(page, "layout_only")
     assert all(cell.text is None for cell in parsed.cells) and json.loads(answer.text)
     _, parsed = read(page, "ocr")
-    assert parsed.cells[0].text.startswith("The Evolution of the Word Processor")
+    assert parsed.cells[0].text.startswith("## The Evolution of the Word Processor\n\nThe concept")
     _, parsed = read(page, "grounding", box=(100, 150, 1600, 300))  # the first heading's band
     assert "Evolution of the Word Processor" in text_of(parsed)
     assert "The concept" not in text_of(parsed)
 
 
 def test_languages_are_discovered_and_missing_ones_named():
-    assert "eng" in available_languages()
+    assert "eng" in tesseract_languages()
     with pytest.raises(ConfigError, match=r"no Tesseract data for xyz \(found: .*eng.*\)"):
         CPUEngine("eng+xyz")
 

@@ -248,7 +248,7 @@ def _resume(
 
 def _reading_with(settings: EngineSettings, engine: Any) -> str:
     """The run's first line: what reads the pages (the server's URL is for this user only)."""
-    cpu = "reading with the embedded CPU engine (Tesseract)"
+    cpu = "reading with the embedded CPU engine (a PDF's own text, Tesseract, PP-OCRv6)"
     if settings.kind == "cpu":
         unset = "no server configured (--server or DOTSOCR_SERVER_URL): "
         return cpu if settings.engine == "cpu" else unset + cpu
@@ -341,7 +341,9 @@ def _fingerprint(options: BatchOptions, profile: ModelProfile, engine: Any) -> s
         "formats": sorted(options.formats),
         "model": profile.name,
         "engine": options.engine.kind,
-        "served_model": info.model if info else f"tesseract {options.engine.languages}",
+        "served_model": info.model
+        if info
+        else f"embedded {options.engine.languages} text layer {options.engine.text_layer}",
         "furniture": options.include_furniture,
     }
     return json.dumps(settings, sort_keys=True, default=str)

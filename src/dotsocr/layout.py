@@ -87,6 +87,14 @@ class Reading(BaseModel):
     orientation: Annotated[
         int | None, Field(description="degrees the CPU engine turned the page to read it")
     ] = None
+    text_layer: Annotated[
+        str | None,
+        Field(description="the CPU engine and a PDF page's own text: 'used', or why not"),
+    ] = None
+    steps: Annotated[
+        dict[str, float] | None,
+        Field(description="milliseconds of each step the CPU engine ran on the page"),
+    ] = None
     fallback: Annotated[
         bool, Field(description="read by the fallback engine because the server failed")
     ] = False

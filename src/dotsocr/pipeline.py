@@ -20,7 +20,7 @@ from PIL import Image
 
 from dotsocr.document import Document, DocumentOptions, Page, open_document
 from dotsocr.document.ink import has_ink
-from dotsocr.engines.base import Engine, EngineAnswer
+from dotsocr.engines.base import Engine, EngineAnswer, reads_text_layer
 from dotsocr.errors import DotsOCRError, EngineError, PageTooExtreme
 from dotsocr.furniture import mark_running_furniture
 from dotsocr.layout import BBox, Cell, DocumentResult, PageResult, PageStatus, Reading
@@ -221,7 +221,9 @@ class Pipeline:
                 await work.put(_Work(key, source.name, None, page.index, str(page.error)))
 
     def _open(self, source: Source) -> Document:
-        options = self.options.document.within(self.profile.max_pixels)
+        options = self.options.document.within(
+            self.profile.max_pixels, reads_text_layer(self.engine)
+        )
         return open_document(source.data, options, name=source.name)
 
     async def _worker(self, work, events, documents: dict[int, _Open]) -> None:
@@ -385,6 +387,8 @@ class Pipeline:
             if recogniser and details.get("languages")
             else recogniser,
             orientation=details.get("orientation"),
+            text_layer=details.get("text_layer"),
+            steps=details.get("steps"),
             fallback="fallback" in details,
         )
 
@@ -453,6 +457,8 @@ class Pipeline:
         def build() -> tuple[PreparedPage, bool]:
             ink = has_ink(page.image)
             prepared = profile.prepare(page.image, page.width, page.height, max_pixels, page.dpi)
+            if page.text_layer is not None:
+                prepared = dataclasses.replace(prepared, text_layer=page.text_layer)
             if self.engine.reads_pixels:
                 return prepared, ink
             prepared.data_url()  # encode now, off the event loop

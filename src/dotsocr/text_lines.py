@@ -16,6 +16,10 @@ def scale_box(box: Box, factor: float) -> Box:
     return (box[0] * factor, box[1] * factor, box[2] * factor, box[3] * factor)
 
 
+def shift_box(box: Box, dx: float, dy: float) -> Box:
+    return (box[0] + dx, box[1] + dy, box[2] + dx, box[3] + dy)
+
+
 @dataclass
 class Word:
     bbox: Box
@@ -40,6 +44,14 @@ class TextLine:
             bbox=scale_box(self.bbox, factor),
             size=self.size * factor,
             words=[Word(scale_box(w.bbox, factor), w.text) for w in self.words],
+        )
+
+    def shifted(self, dx: float, dy: float) -> TextLine:
+        """The line moved by (dx, dy): from a crop's pixels to the page's, or back."""
+        return replace(
+            self,
+            bbox=shift_box(self.bbox, dx, dy),
+            words=[Word(shift_box(w.bbox, dx, dy), w.text) for w in self.words],
         )
 
 

@@ -20,10 +20,11 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from dotsocr import defaults
-from dotsocr.document import images, pdf
+from dotsocr.document import images, pdf, textlayer
 from dotsocr.document.selection import select_pages
 from dotsocr.document.sniff import sniff
 from dotsocr.document.sources import PERMISSION_DENIED, input_problem
+from dotsocr.document.textlayer import TextLayer
 from dotsocr.errors import CorruptDocument, DocumentError, EmptyDocument, NotADocument
 
 __all__ = [
@@ -58,13 +59,18 @@ class DocumentOptions(BaseModel):
         int | None,
         Field(gt=0, description="refuse source images or renders above this many pixels"),
     ] = defaults.MAX_IMAGE_PIXELS
+    text_layer: Annotated[
+        bool, Field(description="also extract each PDF page's own text layer, with boxes")
+    ] = False
 
-    def within(self, max_pixels: int) -> DocumentOptions:
+    def within(self, max_pixels: int, text_layer: bool = False) -> DocumentOptions:
         """These options, rendering no page larger than ``max_pixels`` (a model's pixel
-        budget, where it will be sent) unless a cap of their own is set."""
-        if self.max_pixels is not None:
-            return self
-        return self.model_copy(update={"max_pixels": max_pixels})
+        budget, where it will be sent) unless a cap of their own is set, and extracting
+        PDF text layers where the engine reads them."""
+        update: dict[str, object] = {"text_layer": self.text_layer or text_layer}
+        if self.max_pixels is None:
+            update["max_pixels"] = max_pixels
+        return self.model_copy(update=update)
 
 
 @dataclass
@@ -83,6 +89,7 @@ class Page:
     height: int
     dpi: float | None = None
     notes: list[str] = field(default_factory=list)
+    text_layer: TextLayer | None = None  # a PDF page's own text, in the frame's pixels
 
     @property
     def number(self) -> int:
@@ -159,13 +166,25 @@ class Document:
                 raise CorruptDocument(
                     self.source, f"page {index + 1} cannot be rendered ({exc})"
                 ) from None
+            notes = list(self._notes)
+            layer = self._text_layer(page, scale, notes) if opts.text_layer else None
         finally:
             page.close()
         dpi = scale * pdf.POINTS_PER_INCH
-        notes = list(self._notes)
         if dpi < opts.dpi - 0.05:
             notes.append(f"rendered at {dpi:.0f} DPI to fit the {opts.max_pixels:,} pixel cap")
-        return Page(self.source, index, image, image.width, image.height, round(dpi, 2), notes)
+        return Page(
+            self.source, index, image, image.width, image.height, round(dpi, 2), notes, layer
+        )
+
+    @staticmethod
+    def _text_layer(page: pdfium.PdfPage, scale: float, notes: list[str]) -> TextLayer | None:
+        """The page's text layer; one that cannot be read is noted, and the page is OCRed."""
+        try:
+            return textlayer.extract(page, scale)
+        except Exception as exc:  # PDFium's text calls fail in several ways on broken files
+            notes.append(f"the text layer could not be read ({type(exc).__name__}: {exc})")
+            return None
 
     def _image_page(self, index: int) -> Page:
         handle: Image.Image = self._handle  # type: ignore[assignment]

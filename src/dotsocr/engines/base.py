@@ -39,3 +39,9 @@ class Engine(Protocol):
     async def __aexit__(self, *exc: object) -> None: ...
 
     async def infer(self, page: PreparedPage, request: ChatRequest) -> EngineAnswer: ...
+
+
+def reads_text_layer(engine: object) -> bool:
+    """Whether the engine reads a PDF page's own text layer (the embedded engine does), so
+    that documents extract it only for such engines."""
+    return bool(getattr(engine, "reads_text_layer", False))

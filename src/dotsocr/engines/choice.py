@@ -23,6 +23,7 @@ from dotsocr.errors import ConfigError, EngineUnavailable
 from dotsocr.models.base import ChatRequest, PreparedPage
 
 EngineKind = Literal["auto", "server", "cpu"]
+TextLayerUse = Literal["auto", "never", "only"]
 RETRY_DOWN = 30.0  # seconds between asking a server that never answered again
 
 
@@ -35,6 +36,7 @@ class EngineSettings:
     api_key: str | None = None
     served_model: str | None = None  # the model's name on the server; default: found
     languages: str = "eng"  # the embedded engine's
+    text_layer: TextLayerUse = "auto"  # the embedded engine's use of a PDF's own text
     concurrency: int | None = None  # pages in flight; default: 64 to a server, cores on CPU
     server_timeout: float = SERVER_TIMEOUT
     answer_timeout: float = 600.0  # seconds for one answer: a dense page can take minutes
@@ -70,8 +72,11 @@ async def open_engine(
     from dotsocr.engines.cpu import CPUEngine
     from dotsocr.engines.pool import server_engine
 
+    def embedded() -> CPUEngine:
+        return CPUEngine(settings.languages, settings.concurrency, settings.text_layer)
+
     if settings.kind == "cpu":
-        return await stack.enter_async_context(CPUEngine(settings.languages, settings.concurrency))
+        return await stack.enter_async_context(embedded())
 
     def server(server_timeout: float) -> Any:
         return server_engine(
@@ -86,7 +91,7 @@ async def open_engine(
 
     if settings.fallback is None:
         return await stack.enter_async_context(server(settings.server_timeout))
-    backup = await stack.enter_async_context(CPUEngine(settings.languages, settings.concurrency))
+    backup = await stack.enter_async_context(embedded())
     return await stack.enter_async_context(FallbackEngine(server, settings.server_timeout, backup))
 
 
@@ -100,6 +105,7 @@ class FallbackEngine:
     """
 
     reads_pixels = True  # the embedded engine reads the image itself
+    reads_text_layer = True  # and a PDF page's own text, where it can be trusted
 
     def __init__(self, server: Callable[[float], Any], timeout: float, backup: Engine) -> None:
         self._server = server

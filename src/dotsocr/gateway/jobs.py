@@ -22,6 +22,7 @@ from typing import Any
 from dotsocr.config import GatewaySettings
 from dotsocr.document import DocumentOptions, Page, open_document
 from dotsocr.document.selection import as_ranges
+from dotsocr.engines.base import reads_text_layer
 from dotsocr.engines.openai import normalise_url
 from dotsocr.engines.pool import server_urls
 from dotsocr.errors import DotsOCRError
@@ -301,7 +302,7 @@ class JobManager:
             pages=str(number) if number else options.pages,
             dpi=options.dpi,
             max_image_pixels=self.settings.max_image_pixels,
-        ).within(self.profile.max_pixels)
+        ).within(self.profile.max_pixels, reads_text_layer(self.engine))
 
     # Work.
     async def _worker(self) -> None:

@@ -54,6 +54,9 @@ class PreparedPage:
     geometry: Geometry
     image_tokens: int
     dpi: float | None = None  # of the page frame (a PDF's render), when known
+    # A PDF page's own text (document.textlayer.TextLayer, in the frame's pixels), for the
+    # embedded engine; None for images, and where no engine reads it.
+    text_layer: Any = field(default=None, compare=False, repr=False)
     # Encoded once, then shared by every request for the page (and by copies of it).
     encoded: dict[int, str] = field(default_factory=dict, compare=False, repr=False)
 

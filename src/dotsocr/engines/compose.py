@@ -1,0 +1,603 @@
+"""A page's cells, as dots.ocr gives them, from lines of text and layout regions.
+
+The embedded engine has lines from a PDF's text layer or a recogniser, and sometimes
+regions from a layout model. ``compose`` puts each line in the region holding most of
+it, turns pictures, tables and formulas into one cell each, gathers the rest into
+paragraphs, names what the layout model did not (headings, list items, running heads
+and feet, captions) from the lines' own shape, and reads the cells in order.
+
+Lines no region holds are common (the layout model misses things, and some tasks run
+none), so paragraphs come from the lines alone: a source's own paragraph number where
+it gives one (Tesseract), else lines stacked close under one another in one column.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+import unicodedata
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from dotsocr.engines import tables
+from dotsocr.engines.reading_order import reading_order
+from dotsocr.text_lines import Box, Region, TextLine
+
+REGION_SHARE = 0.5
+"""A region holds a line when it covers at least this share of the line's area."""
+SAME_ROW = 0.5
+"""Two pieces of text are on one row when they overlap by this share of the taller one."""
+ROW_GAP = 0.6
+"""Pieces of a row this close (in line heights) are one line; a gutter is wider."""
+BULLET_GAP = 3.0
+"""A bullet this far (in its item's line heights) left of a line is that line's."""
+JOIN_GAP = 0.9
+"""A line this close (in the taller line's heights) under another, in its column, may
+continue its paragraph; lines in a paragraph are about 0.2 apart, paragraphs 0.7 or more."""
+NEAR = 2.0
+"""How far below a line (in line heights) to look for the lines that continue it."""
+SIZE_RATIO = 1.3
+"""Lines whose letters differ in height by more than this are not one paragraph."""
+PITCH_RATIO = 1.15
+MIN_PITCH_CHARS = 12
+NO_DESCENDERS = 1.5
+"""Or whose letters (over lines this long, not in capitals) differ in width by more than
+this, where their boxes differ in height by less than a line with no descenders can."""
+PARAGRAPH_GAP = 0.4
+"""A gap this much (in line heights) wider than a paragraph's usual one starts a new one."""
+SHORT_LINE = 0.3
+"""A line ending a sentence this much (share of the paragraph's width) short ends it."""
+HEADING_RATIO = 1.15
+"""Letters this much taller than the body's mark a heading."""
+SMALLER = 0.9
+"""Letters this much smaller than the body's mark a note, a reference, a credit: no heading."""
+TITLE_RATIO = 1.4
+"""And this much taller, in the page's largest letters, near its top: its title."""
+FOLLOWING_TEXT = 3
+"""A plain heading is followed, under it, by a paragraph this many times its length."""
+MAX_HEADING_WORDS = 12
+MAX_TITLE_WORDS = 25
+SENTENCE_END = ".,;:!?"
+EDGE_BAND = 0.09
+"""The top and bottom 9% of a page hold its running heads and feet."""
+NUMBER_BAND = 0.15
+"""A page number this near the top or bottom is furniture, and so is the text beside it."""
+MAX_FURNITURE_ROWS = 3
+MAX_FURNITURE_WORDS = 40
+
+# A bullet glyph as recognisers read it ("•" often comes out as e, ¢ or «), then a capital.
+_BULLET = re.compile(r"^[•·▪◦●○∙*\-–eo¢«©»]\s+(?=[A-Z0-9])")
+_LONE_BULLET = re.compile(r"^[•·▪◦●○∙‣⁃]$")
+_NUMBERED = re.compile(r"^(\(?[0-9a-zA-Z]{1,3}[.)]|[ivx]+\.)\s")
+# "7", "- 7 -", "Page 7 of 9", "7/9", "iv" (lower case only: "CIVIL" is a word)
+_PAGE_NUMBER = re.compile(
+    r"^(?i:page\s+)?([0-9]{1,4}|[ivxlc]{1,6})(\s*(?i:/|of)\s*[0-9]{1,4})?$|^[-–—]\s*[0-9]{1,4}\s*[-–—]$"
+)
+_CAPTION = re.compile(
+    r"^(fig(ure)?\.?|table|tab\.|chart|scheme)\s*[0-9IVX]+[a-z]?\s*[.:|—–-]", re.I
+)
+_DECORATION = re.compile(r"^[\s.·…_\-–—=~*•]+$")  # leaders, rules, dinkuses: drawn, not read
+_HYPHENS = "-\u00ad\u2010"
+_SPLIT_REGIONS = frozenset({"Text", "List-item"})
+
+
+@dataclass
+class Block:
+    """One cell of the page: its box, dots.ocr's category and its text (None: a picture)."""
+
+    bbox: Box
+    category: str
+    text: str | None
+    confidence: float | None = None  # the lines' mean, where the source gave one
+
+
+@dataclass
+class _Row:
+    """Pieces of text on one row of one column, left to right."""
+
+    lines: list[TextLine]  # complete once the row is read: the properties are cached
+
+    @cached_property
+    def bbox(self) -> Box:
+        return _union_box([line.bbox for line in self.lines])
+
+    @property
+    def height(self) -> float:
+        return _height(self.bbox)
+
+    @cached_property
+    def size(self) -> float:
+        return statistics.median(line.size for line in self.lines)
+
+    @cached_property
+    def bold(self) -> bool:
+        return all(line.bold for line in self.lines)
+
+    @cached_property
+    def text(self) -> str:
+        return " ".join(" ".join(line.text.split()) for line in self.lines)
+
+
+@dataclass
+class _Draft:
+    """A cell before its category and text are settled."""
+
+    bbox: Box
+    rows: list[_Row] = field(default_factory=list)
+    category: str | None = None  # from a region, or None for the heuristics to decide
+    text: str = field(init=False, default="")
+
+    def __post_init__(self) -> None:
+        self.text = _join([row.text for row in self.rows])
+
+    @property
+    def lines(self) -> list[TextLine]:
+        return [line for row in self.rows for line in row.lines]
+
+    @property
+    def size(self) -> float:
+        sizes = [row.size for row in self.rows if row.size > 0]
+        return statistics.median(sizes) if sizes else 0.0
+
+    @property
+    def bold(self) -> bool:
+        return bool(self.rows) and all(row.bold for row in self.rows)
+
+
+def compose(lines: list[TextLine], regions: list[Region], width: int, height: int) -> list[Block]:
+    """The page's cells in reading order, in dots.ocr's categories.
+
+    Args:
+        lines: the page's lines, in the image's pixels.
+        regions: a layout model's regions in the same pixels; may be empty.
+        width, height: the image's size.
+
+    Returns:
+        Blocks in reading order: running heads first, running feet last. Tables carry
+        HTML where ``tables.table_html`` finds a grid, pictures carry no text, titles
+        and section headers carry Markdown's ``# `` and ``## ``, list items ``- ``.
+    """
+    lines = [line for line in lines if line.text.strip()]
+    pools = _assign(lines, regions)
+    drafts: list[_Draft] = []
+    for index, region in enumerate(regions):
+        drafts += _region_drafts(region, pools.get(index, []))
+    drafts += [_Draft(_rows_box(p), p) for p in _paragraphs(pools.get(None, []))]
+    drafts = [d for d in drafts if d.category or not _DECORATION.match(d.text)]
+    body_size, body_bold = _body(lines)
+    _mark_furniture([d for d in drafts if d.category is None], body_size, height)
+    furniture = ("Page-header", "Page-footer")
+    heads = _ordered([d for d in drafts if d.category == "Page-header"], width, height)
+    feet = _ordered([d for d in drafts if d.category == "Page-footer"], width, height)
+    body = _ordered([d for d in drafts if d.category not in furniture], width, height)
+    _label(body, body_size, body_bold)
+    _find_title(body, body_size, height)
+    return [_block(draft) for draft in heads + body + feet]
+
+
+def _assign(lines: list[TextLine], regions: list[Region]) -> dict[int | None, list[TextLine]]:
+    """Lines by the index of the region holding most of each (None: no region does)."""
+    pools: dict[int | None, list[TextLine]] = {}
+    for line in lines:
+        least = REGION_SHARE * max(_area(line.bbox), 1e-6)
+        # most of the line wins; between equals, the smaller (more specific) region
+        held = [
+            (covered, -_area(region.bbox), index)
+            for index, region in enumerate(regions)
+            if (covered := _area(_intersection(line.bbox, region.bbox))) >= least
+        ]
+        pools.setdefault(max(held)[2] if held else None, []).append(line)
+    return pools
+
+
+def _region_drafts(region: Region, lines: list[TextLine]) -> list[_Draft]:
+    """A picture, or its lines as one cell, or (text, lists) as paragraphs."""
+    if region.category == "Picture":
+        return [_Draft(region.bbox, category="Picture")]
+    if not lines:
+        return []
+    if region.category not in _SPLIT_REGIONS:
+        return [_Draft(region.bbox, _rows(lines), region.category)]
+    paragraphs = _paragraphs(lines)
+    drafts = []
+    for rows in paragraphs:
+        box = region.bbox if len(paragraphs) == 1 else _rows_box(rows)
+        draft = _Draft(box, rows, region.category)
+        if _BULLET.match(draft.text):
+            draft.category = "List-item"
+        drafts.append(draft)
+    return drafts
+
+
+# Paragraphs
+
+
+def _paragraphs(lines: list[TextLine]) -> list[list[_Row]]:
+    """Lines gathered into paragraphs, each a list of rows top to bottom."""
+    by_block: dict[int, list[TextLine]] = {}
+    loose: list[TextLine] = []
+    for line in lines:
+        if line.block is None:
+            loose.append(line)
+        else:
+            by_block.setdefault(line.block, []).append(line)
+    chains = [_rows(group) for group in by_block.values()]
+    chains += _chains(_rows(loose))
+    return [paragraph for chain in chains for paragraph in _split(chain)]
+
+
+def _rows(lines: list[TextLine]) -> list[_Row]:
+    """Lines that continue one another on one row (a line drawn in pieces) joined."""
+    rows: list[_Row] = []
+    for band in _bands(lines):
+        found: list[_Row] = []
+        for line in sorted(band, key=lambda line: line.bbox[0]):
+            row = next((row for row in found if _beside(row.lines[-1], line)), None)
+            if row is None:
+                found.append(_Row([line]))
+            else:
+                row.lines.append(line)
+        rows += found
+    return _sorted_rows(rows)
+
+
+def _bands(lines: list[TextLine]) -> list[list[TextLine]]:
+    """Lines at about one height (overlapping the first of them by half the lower one's
+    height), top down: the only ones that may be pieces of one row. Keeps ``_rows`` from
+    comparing all pairs."""
+    bands: list[list[TextLine]] = []
+    for line in sorted(lines, key=lambda line: line.bbox[1] + line.bbox[3]):
+        first = bands[-1][0].bbox if bands else None
+        h = min(_height(first), _height(line.bbox)) if first else 0.0
+        if first and _overlap(first, line.bbox, 1) >= SAME_ROW * h:
+            bands[-1].append(line)
+        else:
+            bands.append([line])
+    return bands
+
+
+def _beside(before: TextLine, after: TextLine) -> bool:
+    """Whether ``after`` goes on the row ``before`` ends: at its height and close after it.
+    A bullet drawn on its own (a PDF's "•") is smaller, and further from its item."""
+    left, right = before.bbox, after.bbox
+    gap = right[0] - left[2]
+    if _LONE_BULLET.match(before.text):
+        h = min(_height(left), _height(right))
+        return _overlap(left, right, 1) >= SAME_ROW * h and 0 <= gap <= BULLET_GAP * _height(right)
+    h = max(_height(left), _height(right))  # the taller: a drop capital's line holds others
+    return _overlap(left, right, 1) >= SAME_ROW * h and -ROW_GAP * h <= gap <= ROW_GAP * h
+
+
+def _sorted_rows(rows: list[_Row]) -> list[_Row]:
+    return sorted(rows, key=lambda row: (row.bbox[1], row.bbox[0]))
+
+
+def _chains(rows: list[_Row]) -> list[list[_Row]]:
+    """Rows linked to the one under them in their column, where each is the other's only
+    neighbour there: a line spanning two columns continues neither."""
+    rows = _sorted_rows(rows)
+    below, above = _near(rows)
+    following: dict[int, int] = {}
+    for i in range(len(rows)):
+        under = _nearest(rows, below[i], down=True)
+        if under is None or _nearest(rows, above[under], down=False) != i:
+            continue
+        if _continues(rows[i], rows[under]):
+            following[i] = under
+    starts = set(range(len(rows))) - set(following.values())
+    chains = []
+    for start in sorted(starts):
+        chain, at = [rows[start]], start
+        while at in following:
+            at = following[at]
+            chain.append(rows[at])
+        chains.append(chain)
+    return chains
+
+
+def _near(rows: list[_Row]) -> tuple[list[list[int]], list[list[int]]]:
+    """For each row (sorted top down), the rows a little below and above it that share
+    some of its width."""
+    below: list[list[int]] = [[] for _ in rows]
+    above: list[list[int]] = [[] for _ in rows]
+    tallest = max((row.height for row in rows), default=0.0)
+    for i, row in enumerate(rows):
+        for j in range(i + 1, len(rows)):
+            other = rows[j]
+            if other.bbox[1] - row.bbox[3] > NEAR * tallest:
+                break
+            reach = NEAR * max(row.height, other.height)
+            lower = other.bbox[1] > row.bbox[1]
+            if (
+                lower
+                and other.bbox[1] - row.bbox[3] <= reach
+                and _overlap(row.bbox, other.bbox, 0) > 0
+            ):
+                below[i].append(j)
+                above[j].append(i)
+    return below, above
+
+
+def _nearest(rows: list[_Row], near: list[int], down: bool) -> int | None:
+    """The nearest of the rows ``near`` one, unless they are not all in its column (then
+    the one they are near spans columns, and continues none)."""
+    if not near:
+        return None
+    nearest = min(near, key=lambda j: rows[j].bbox[1] if down else -rows[j].bbox[3])
+    if any(_overlap(rows[j].bbox, rows[nearest].bbox, 0) <= 0 for j in near):
+        return None
+    return nearest
+
+
+def _continues(upper: _Row, lower: _Row) -> bool:
+    """Whether ``lower`` may continue ``upper``'s paragraph: close, alike in weight, and
+    alike in letter height, line height or letter width (any: a line with no capitals
+    or ascenders reads a smaller letter height, one with no descenders a lower box)."""
+    gap = lower.bbox[1] - upper.bbox[3]
+    # the taller line's height: a line with no descenders has a short box
+    if gap > JOIN_GAP * max(upper.height, lower.height):
+        return False
+    # a bold heading ends short of the column; a bold lead-in runs on into the next line
+    run_on = upper.bbox[2] >= lower.bbox[2] - SHORT_LINE * (lower.bbox[2] - lower.bbox[0])
+    if upper.bold != lower.bold and not (upper.bold and run_on):
+        return False
+    heights = upper.height, lower.height
+    if _alike(*heights) or _alike(upper.size, lower.size):
+        return True
+    texts = (len(upper.text), len(lower.text))
+    capitals = any(_capitals(row.text) for row in (upper, lower))  # wide letters
+    if min(texts) < MIN_PITCH_CHARS or capitals or not _alike(*heights, ratio=NO_DESCENDERS):
+        return False
+    wide = (upper.bbox[2] - upper.bbox[0]) / texts[0], (lower.bbox[2] - lower.bbox[0]) / texts[1]
+    return max(wide) <= PITCH_RATIO * min(wide)
+
+
+def _alike(a: float, b: float, ratio: float = SIZE_RATIO) -> bool:
+    return min(a, b) > 0 and max(a, b) <= ratio * min(a, b)
+
+
+def _capitals(text: str) -> bool:
+    letters = [char for char in text if char.isalpha()]
+    return sum(char.isupper() for char in letters) * 2 > len(letters)
+
+
+def _split(rows: list[_Row]) -> list[list[_Row]]:
+    """A chain of rows cut where a paragraph or list item starts."""
+    if len(rows) < 2:
+        return [rows]
+    gaps = [rows[k].bbox[1] - rows[k - 1].bbox[3] for k in range(1, len(rows))]
+    # the usual gap between a paragraph's lines; too few lines say nothing of it
+    usual = statistics.median(gaps) if len(gaps) >= 3 else float("inf")
+    left = min(row.bbox[0] for row in rows)
+    right = max(row.bbox[2] for row in rows)
+    paragraphs = [[rows[0]]]
+    for k in range(1, len(rows)):
+        previous, row = rows[k - 1], rows[k]
+        h = min(previous.height, row.height)
+        listing = _BULLET.match(paragraphs[-1][0].text) is not None
+        ended = previous.text[-1:] in ".!?:。！？" and not listing
+        if (
+            gaps[k - 1] > usual + PARAGRAPH_GAP * h
+            or _BULLET.match(row.text)
+            or (ended and row.bbox[0] - left > 0.8 * h)  # an indented first line
+            or (ended and right - previous.bbox[2] > SHORT_LINE * (right - left))
+        ):
+            paragraphs.append([row])
+        else:
+            paragraphs[-1].append(row)
+    return paragraphs
+
+
+# Categories
+
+
+def _body(lines: list[TextLine]) -> tuple[float, bool]:
+    """The body text's letter height (the median over characters: headings are few and
+    short), and whether it is bold (then bold marks no heading)."""
+    size = _weighted_median([(line.size, len(line.text)) for line in lines if line.size > 0])
+    bold = sum(len(line.text) for line in lines if line.bold)
+    return size, bold * 2 > sum(len(line.text) for line in lines)
+
+
+def _weighted_median(pairs: list[tuple[float, int]]) -> float:
+    total, seen = sum(weight for _, weight in pairs), 0
+    for value, weight in sorted(pairs):
+        seen += weight
+        if seen * 2 >= total:
+            return value
+    return 0.0
+
+
+def _mark_furniture(drafts: list[_Draft], body_size: float, height: int) -> None:
+    """Name running heads and feet: short text in the edge bands, and page numbers a
+    little further in (wide margins) with the text on their row."""
+    for draft in drafts:
+        draft.category = _furniture(draft, body_size, height)
+    for number in drafts:
+        edge = _edge(number, height, NUMBER_BAND)
+        if number.category or not edge or not _PAGE_NUMBER.match(number.text):
+            continue
+        for draft in drafts:
+            h = min(_height(draft.bbox), _height(number.bbox))
+            beside = _overlap(draft.bbox, number.bbox, 1) >= SAME_ROW * h
+            if not draft.category and (draft is number or (beside and _short(draft))):
+                draft.category = edge
+
+
+def _furniture(draft: _Draft, body_size: float, height: int) -> str | None:
+    """Page-header or Page-footer for short text in the edge bands that is not larger than
+    the body's (a title near the top is not furniture); else None."""
+    edge = _edge(draft, height, EDGE_BAND)
+    if not edge or not _short(draft):
+        return None
+    larger = body_size > 0 and draft.size >= HEADING_RATIO * body_size
+    return None if larger and not _PAGE_NUMBER.match(draft.text) else edge
+
+
+def _edge(draft: _Draft, height: int, band: float) -> str | None:
+    if draft.bbox[3] <= height * band:
+        return "Page-header"
+    return "Page-footer" if draft.bbox[1] >= height * (1 - band) else None
+
+
+def _short(draft: _Draft) -> bool:
+    rows, words = len(draft.rows), len(draft.text.split())
+    return rows <= MAX_FURNITURE_ROWS and words <= MAX_FURNITURE_WORDS
+
+
+def _label(body: list[_Draft], body_size: float, body_bold: bool) -> None:
+    """Name the cells no region named, in reading order (a heading needs what follows)."""
+    for position, draft in enumerate(body):
+        if draft.category is not None:
+            continue
+        after = body[position + 1] if position + 1 < len(body) else None
+        if _BULLET.match(draft.text):
+            draft.category = "List-item"
+        elif _CAPTION.match(draft.text):
+            draft.category = "Caption"
+        elif _heading(draft, after, body_size, body_bold):
+            draft.category = "Section-header"
+        else:
+            draft.category = "Text"
+
+
+def _heading(draft: _Draft, after: _Draft | None, body_size: float, body_bold: bool) -> bool:
+    """A short line, not a sentence, that is bold or larger than the body, or (today's
+    rule, for sources that know no weight) one line, not smaller than the body's and
+    not ending in punctuation, followed by longer text."""
+    text, words = draft.text, draft.text.split()
+    if sum(char.isalpha() for char in text) < 2:  # "#", "0.92", "(3)": cells, not headings
+        return False
+    larger = body_size > 0 and draft.size >= HEADING_RATIO * body_size
+    most_rows = 3 if body_size > 0 and draft.size >= TITLE_RATIO * body_size else 2
+    if len(draft.rows) > most_rows or len(words) > MAX_HEADING_WORDS or text[0].islower():
+        return False
+    if larger or (draft.bold and not body_bold):
+        return text[-1] not in ".,;"  # a heading may ask a question
+    smaller = body_size > 0 and draft.size < SMALLER * body_size
+    if len(draft.rows) > 1 or text[-1] in SENTENCE_END or smaller or after is None:
+        return False
+    under = after.bbox[1] >= draft.bbox[3] and _overlap(after.bbox, draft.bbox, 0) > 0
+    prose = len(after.text) >= FOLLOWING_TEXT * len(text)
+    return after.category in (None, "Text") and under and prose
+
+
+def _find_title(body: list[_Draft], body_size: float, height: int) -> None:
+    """The page's title: its first heading in the page's largest letters, well above the
+    body's, among its first two cells or in its top half (an article starting mid-page)."""
+    texts = [d for d in body if d.category != "Picture" and d.rows]
+    if not texts or body_size <= 0 or any(d.category == "Title" for d in body):
+        return
+    largest = max(d.size for d in texts)
+    for position, draft in enumerate(body):
+        if (
+            draft.category == "Section-header"
+            and (position <= 1 or draft.bbox[1] < height / 2)
+            and len(draft.text.split()) <= MAX_TITLE_WORDS
+            and draft.size >= TITLE_RATIO * body_size
+            and draft.size >= 0.95 * largest
+        ):
+            draft.category = "Title"
+            return
+
+
+# Text and order
+
+
+def _block(draft: _Draft) -> Block:
+    category = draft.category or "Text"
+    confidences = [line.confidence for line in draft.lines if line.confidence is not None]
+    confidence = sum(confidences) / len(confidences) if confidences else None
+    return Block(draft.bbox, category, _text(draft, category), confidence)
+
+
+def _text(draft: _Draft, category: str) -> str | None:
+    """The cell's text as dots.ocr writes it for its category."""
+    if category == "Picture":
+        return None
+    if category == "Table":
+        return tables.table_html(draft.lines) or _plain_table(draft.lines)
+    if category == "Title":
+        return f"# {draft.text}"
+    if category == "Section-header":
+        return f"## {draft.text}"
+    if category == "List-item":
+        if _BULLET.match(draft.text):
+            return _BULLET.sub("- ", draft.text, count=1)
+        return draft.text if _NUMBERED.match(draft.text) else f"- {draft.text}"
+    return draft.text
+
+
+def _plain_table(lines: list[TextLine]) -> str:
+    """A table with no grid found as text: its rows top to bottom, cells left to right."""
+    rows: list[list[TextLine]] = []
+    for line in sorted(lines, key=lambda line: line.bbox[1]):
+        if rows and _overlap(rows[-1][0].bbox, line.bbox, 1) >= SAME_ROW * _height(line.bbox):
+            rows[-1].append(line)
+        else:
+            rows.append([line])
+    ordered = (sorted(row, key=lambda line: line.bbox[0]) for row in rows)
+    return "\n".join(" ".join(line.text.strip() for line in row) for row in ordered)
+
+
+def _join(rows: list[str]) -> str:
+    """Rows of a paragraph as one string: a space between them, none where a word was
+    broken across them at a hyphen or where the script uses no spaces."""
+    text = ""
+    for row in rows:
+        if not row:
+            continue
+        if not text:
+            text = row
+        elif text[-1] in _HYPHENS and len(text) > 1 and text[-2].isalnum():
+            # "infor-" "mation" is one word; "COVID-" "19" and "Marie-" "Curie" keep theirs
+            text = text[:-1] + row if text[-2].islower() and row[0].islower() else text + row
+        elif _cjk(text[-1]) or _cjk(row[0]):
+            text += row
+        else:
+            text += " " + row
+    return text
+
+
+def _cjk(char: str) -> bool:
+    """Chinese and Japanese characters and their punctuation; Korean spaces its words."""
+    name = unicodedata.name(char, "")
+    return name.startswith(("CJK", "HIRAGANA", "KATAKANA", "FULLWIDTH", "IDEOGRAPHIC"))
+
+
+def _ordered(drafts: list[_Draft], width: int, height: int) -> list[_Draft]:
+    order = reading_order([d.bbox for d in drafts], width, height)
+    return [drafts[i] for i in order]
+
+
+# Geometry
+
+
+def _area(box: Box) -> float:
+    return max(box[2] - box[0], 0.0) * max(box[3] - box[1], 0.0)
+
+
+def _height(box: Box) -> float:
+    return max(box[3] - box[1], 1.0)
+
+
+def _intersection(a: Box, b: Box) -> Box:
+    return (max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3]))
+
+
+def _overlap(a: Box, b: Box, axis: int) -> float:
+    """How far ``a`` and ``b`` overlap along ``axis`` (0: x, 1: y); negative when apart."""
+    return min(a[axis + 2], b[axis + 2]) - max(a[axis], b[axis])
+
+
+def _union_box(boxes: list[Box]) -> Box:
+    return (
+        min(b[0] for b in boxes),
+        min(b[1] for b in boxes),
+        max(b[2] for b in boxes),
+        max(b[3] for b in boxes),
+    )
+
+
+def _rows_box(rows: list[_Row]) -> Box:
+    return _union_box([row.bbox for row in rows])
