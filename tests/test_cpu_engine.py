@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import re
 
@@ -14,7 +15,7 @@ from dotsocr.document import DocumentOptions, Page, open_document
 from dotsocr.engines import Engine
 from dotsocr.engines.cpu import CPUEngine
 from dotsocr.engines.recognisers import tesseract_languages
-from dotsocr.errors import ConfigError
+from dotsocr.errors import ConfigError, EngineError
 from dotsocr.layout import PageStatus
 from dotsocr.models import get_profile
 
@@ -27,10 +28,11 @@ def cer(found: str, truth: str) -> float:
     return Levenshtein.distance(found, truth) / len(truth)
 
 
-def read(page: Page, task: str = "layout_all", box=None):
+def read(page: Page, task: str = "layout_all", box=None, **engine_options):
     async def go():
         prepared = PROFILE.prepare(page.image, page.width, page.height, dpi=page.dpi)
-        async with CPUEngine() as engine:
+        prepared = dataclasses.replace(prepared, text_layer=page.text_layer)
+        async with CPUEngine(**engine_options) as engine:
             assert isinstance(engine, Engine)
             answer = await engine.infer(prepared, PROFILE.build_request(prepared, task, box=box))
         return answer, PROFILE.parse(answer.text, prepared.geometry, task, box=box)
@@ -154,3 +156,72 @@ def test_boxes_of_turned_pages_land_on_the_text(corpus, angle):
     ink = np.asarray(page.image.convert("L")) < 128
     x1, y1, x2, y2 = parsed.cells[0].bbox
     assert ink[y1:y2, x1:x2].sum() > 0.9 * ink.sum()
+
+
+DOCLING = "docling/tests/data/pdf/sources"
+
+
+def test_a_born_digital_page_is_read_from_its_text_layer_without_ocr(data):
+    page = first_page(data / "multi_page.pdf", text_layer=True)
+    answer, parsed = read(page)
+    assert answer.details["recogniser"] == "text layer" and answer.model == "text layer"
+    assert answer.details["text_layer"] == "used"
+    assert "ocr" not in answer.details["steps"] and "osd" not in answer.details["steps"]
+    headers = [c.text for c in parsed.cells if c.category == "Section-header"]
+    assert headers[:2] == [
+        "## The Evolution of the Word Processor",
+        "## Pre-Digital Era (19th - Early 20th Century)",
+    ]
+    assert any(c.text.startswith("- IBM MT/ST (Magnetic Tape/Selectric Typewriter)")
+               for c in parsed.cells if c.category == "List-item")  # fmt: skip
+
+
+def test_text_layer_never_ocrs_and_only_refuses_pages_without_one(data, corpus):
+    page = first_page(data / "multi_page.pdf", text_layer=True)
+    answer, parsed = read(page, text_layer="never")
+    assert answer.details["recogniser"] == "tesseract lstm"
+    assert answer.details["text_layer"] == "not used (--text-layer never)"
+    assert "The Evolution of the Word Processor" in text_of(parsed)
+    scan = first_page(corpus / "olmocr/tests/gnarly_pdfs/newspaper.pdf", text_layer=True)
+    with pytest.raises(EngineError, match=r"^invisible text layer \(an earlier OCR\): "
+                       r"--text-layer only reads no other page"):  # fmt: skip
+        read(scan, text_layer="only")
+    blank = Page("blank.png", 0, Image.new("RGB", (400, 300), "white"), 400, 300)
+    with pytest.raises(EngineError, match="no text layer to read"):
+        read(blank, text_layer="only")
+
+
+def test_an_earlier_ocr_layer_is_read_again_and_a_dense_newspaper_is_not_empty(corpus):
+    page = first_page(corpus / "olmocr/tests/gnarly_pdfs/newspaper.pdf", text_layer=True)
+    answer, parsed = read(page)
+    assert answer.details["text_layer"] == "invisible text layer (an earlier OCR)"
+    assert answer.details["recogniser"] == "tesseract lstm"
+    assert len(text_of(parsed).split()) > 500
+
+
+def test_a_table_on_a_born_digital_page_becomes_an_html_table(corpus):
+    page = first_page(corpus / DOCLING / "2305.03393v1-pg9.pdf", text_layer=True)
+    _, parsed = read(page)
+    tables = [c for c in parsed.cells if c.category == "Table"]
+    assert len(tables) == 1 and tables[0].text.startswith("<table>")
+    assert tables[0].text.count("<tr>") >= 8  # the table's rows, one per line of values
+
+
+def test_figures_become_pictures_without_text(corpus):
+    page = first_page(corpus / DOCLING / "picture_classification.pdf", text_layer=True)
+    _, parsed = read(page)
+    pictures = [c for c in parsed.cells if c.category == "Picture"]
+    assert pictures and all(not c.text for c in pictures)
+    assert any(c.category == "Caption" for c in parsed.cells)
+
+
+def test_a_chinese_page_goes_to_pp_ocr_by_its_script(tmp_path):
+    cjk_pages = pytest.importorskip("cjk_pages")
+    if not cjk_pages.font_available():
+        pytest.skip(f"no CJK font: apt-get install {cjk_pages.FONT_PACKAGE}")
+    text = next(iter(sorted(cjk_pages.passages().items())))[1]
+    image = cjk_pages.scanned(cjk_pages.render_page(text))
+    answer, parsed = read(Page("zh.png", 0, image.convert("RGB"), *image.size, dpi=200))
+    assert answer.details["recogniser"] == "PP-OCRv6" and answer.model == "PP-OCRv6"
+    found = "".join(text_of(parsed).split())
+    assert Levenshtein.distance(found, "".join(text.split())) / len(text) < 0.05

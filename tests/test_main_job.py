@@ -98,9 +98,9 @@ def test_fallback_to_the_cpu_engine_is_asked_for_and_said_on_every_page(tmp_path
     assert result.returncode == 0, result.stderr
     assert "reading with the embedded CPU engine" in result.stderr
     doc = json.loads((tmp_path / "multi_page.json").read_text())
-    assert doc["model"] == "tesseract"
+    assert doc["model"] == "text layer"  # a born-digital PDF: its own text, no OCR
     for page in doc["pages"]:
-        assert page["reading"]["fallback"] and page["reading"]["engine"].startswith("tesseract ")
+        assert page["reading"]["fallback"] and page["reading"]["engine"].startswith("pypdfium2 ")
         assert any(note.startswith("read by the embedded engine") for note in page["notes"])
     rerun = dotsocr("ocr", SAMPLE, "--pages", "1-2", "-o", tmp_path, "--server", dead,
                     "--server-timeout", "1", "--fallback", "cpu")  # fmt: skip
@@ -191,8 +191,17 @@ def test_the_cpu_engine_says_its_recogniser_and_orientation(tmp_path):
     assert result.returncode == 0, result.stderr
     doc = json.loads((tmp_path / "multi_page.json").read_text())
     reading = doc["pages"][0]["reading"]
+    assert reading["engine"].startswith("pypdfium2 ") and doc["model"] == "text layer"
+    assert reading["recogniser"] == "text layer" and reading["text_layer"] == "used"
+    assert set(reading["steps"]) == {"text layer", "layout", "compose"}  # no OCR at all
+    result = dotsocr("ocr", SAMPLE, "--pages", "1", "-o", tmp_path, "--text-layer", "never")
+    assert result.returncode == 0, result.stderr
+    doc = json.loads((tmp_path / "multi_page.json").read_text())
+    reading = doc["pages"][0]["reading"]
     assert reading["engine"].startswith("tesseract 5") and doc["model"] == "tesseract"
-    assert reading["recogniser"] and reading["orientation"] == 0
+    assert reading["recogniser"] == "tesseract lstm (eng)" and reading["orientation"] == 0
+    assert reading["text_layer"] == "not used (--text-layer never)"
+    assert {"osd", "ocr", "layout", "compose"} <= set(reading["steps"])
 
 
 def _sent_image(part: dict):

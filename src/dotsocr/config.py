@@ -169,8 +169,8 @@ class GatewaySettings(BaseSettings):
         return EngineSettings(
             engine=self.engine, server_url=self.server_url, api_key=self.server_api_key,
             served_model=self.served_model, languages=self.languages,
-            text_layer=self.text_layer, concurrency=self.max_in_flight, server_timeout=self.server_timeout,
-            fallback=self.fallback,
+            text_layer=self.text_layer, concurrency=self.max_in_flight,
+            server_timeout=self.server_timeout, fallback=self.fallback,
         )  # fmt: skip
 
     @property

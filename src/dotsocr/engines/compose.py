@@ -24,6 +24,9 @@ from dotsocr.engines.reading_order import reading_order
 from dotsocr.text_lines import Box, Region, TextLine
 
 REGION_SHARE = 0.5
+# A "picture" holding this many words in lines of at least PROSE_LINE_WORDS is text.
+PROSE_WORDS = 40
+PROSE_LINE_WORDS = 4
 """A region holds a line when it covers at least this share of the line's area."""
 SAME_ROW = 0.5
 """Two pieces of text are on one row when they overlap by this share of the taller one."""
@@ -159,9 +162,11 @@ def compose(lines: list[TextLine], regions: list[Region], width: int, height: in
     """
     lines = [line for line in lines if line.text.strip()]
     pools = _assign(lines, regions)
+    freed = _free_prose_in_pictures(regions, pools)
     drafts: list[_Draft] = []
     for index, region in enumerate(regions):
-        drafts += _region_drafts(region, pools.get(index, []))
+        if index not in freed:
+            drafts += _region_drafts(region, pools.get(index, []))
     drafts += [_Draft(_rows_box(p), p) for p in _paragraphs(pools.get(None, []))]
     drafts = [d for d in drafts if d.category or not _DECORATION.match(d.text)]
     body_size, body_bold = _body(lines)
@@ -188,6 +193,22 @@ def _assign(lines: list[TextLine], regions: list[Region]) -> dict[int | None, li
         ]
         pools.setdefault(max(held)[2] if held else None, []).append(line)
     return pools
+
+
+def _free_prose_in_pictures(
+    regions: list[Region], pools: dict[int | None, list[TextLine]]
+) -> set[int]:
+    """The "pictures" that hold prose, their lines moved to the free lines in place: a
+    dense scan (a newspaper page) can come back from the layout model as one big figure,
+    and a page with visible text must not come back empty. A chart's labels are short."""
+    freed = set()
+    for index, region in enumerate(regions):
+        held = pools.get(index, [])
+        prose = sum(n for line in held if (n := len(line.text.split())) >= PROSE_LINE_WORDS)
+        if region.category == "Picture" and prose >= PROSE_WORDS:
+            pools.setdefault(None, []).extend(pools.pop(index))
+            freed.add(index)
+    return freed
 
 
 def _region_drafts(region: Region, lines: list[TextLine]) -> list[_Draft]:
