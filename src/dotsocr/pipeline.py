@@ -456,7 +456,13 @@ class Pipeline:
 
         def build() -> tuple[PreparedPage, bool]:
             ink = has_ink(page.image)
-            prepared = profile.prepare(page.image, page.width, page.height, max_pixels, page.dpi)
+            if getattr(self.engine, "reads_any_size", False):  # no model's size to fit
+                geometry = Geometry(page.width, page.height, *page.image.size)
+                prepared = PreparedPage(page.image, geometry, 0, page.dpi)
+            else:
+                prepared = profile.prepare(
+                    page.image, page.width, page.height, max_pixels, page.dpi
+                )
             if page.text_layer is not None:
                 prepared = dataclasses.replace(prepared, text_layer=page.text_layer)
             if self.engine.reads_pixels:

@@ -190,7 +190,7 @@ class JobManager:
     @property
     def model(self) -> str:
         if self.embedded:
-            return "tesseract"
+            return "embedded: text layer, tesseract, PP-OCRv6"
         info = getattr(self.engine, "info", None)
         return info.model if info else self.settings.served_model or self.profile.name
 
