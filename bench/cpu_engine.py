@@ -181,6 +181,10 @@ def meets(case: dict, found: str) -> bool:
         before, after = where(case["before"]), where(case["after"])
         return before >= 0 and after >= 0 and before < after
     text = normalise(case["text"])
+    if case.get("first_n"):
+        found = found[: case["first_n"]]
+    if case.get("last_n"):
+        found = found[-case["last_n"] :]
     present = text in found or fuzz.partial_ratio(text, found) >= 97
     return present == (case["type"] == "present")
 
