@@ -28,6 +28,20 @@ def font_available() -> bool:
     return FONT.is_file()
 
 
+def require_font() -> None:
+    """Skip the calling test without the font, or fail it where CI says the font is a
+    must (DOTSOCR_REQUIRE_CJK_FONT, set by .ci/run, which installs it)."""
+    import os
+
+    import pytest
+
+    if not font_available():
+        message = f"no CJK font at {FONT}: apt-get install {FONT_PACKAGE}"
+        if os.environ.get("DOTSOCR_REQUIRE_CJK_FONT"):
+            pytest.fail(message)
+        pytest.skip(message)
+
+
 def passages() -> dict[str, str]:
     """Each passage's name (its file's stem) and text."""
     return {

@@ -62,8 +62,7 @@ def tesseract():
 
 @pytest.fixture(scope="module")
 def passages() -> dict[str, str]:
-    if not cjk_pages.font_available():
-        pytest.skip(f"no CJK font at {cjk_pages.FONT}: apt-get install {cjk_pages.FONT_PACKAGE}")
+    cjk_pages.require_font()
     return cjk_pages.passages()
 
 
@@ -116,8 +115,7 @@ def test_tesseract_reads_phototest(corpus: Path, tesseract: Tesseract) -> None:
 def test_tesseract_sizes_track_the_font(tesseract: Tesseract) -> None:
     from PIL import ImageDraw, ImageFont
 
-    if not cjk_pages.font_available():
-        pytest.skip(f"no font at {cjk_pages.FONT}: apt-get install {cjk_pages.FONT_PACKAGE}")
+    cjk_pages.require_font()
     page = Image.new("L", (1700, 500), 255)
     draw = ImageDraw.Draw(page)
     for y, text, points in ((80, "Quarterly Report", 24), (250, "sales were up again", 12)):

@@ -21,6 +21,7 @@ from functools import cached_property
 
 from dotsocr.engines import tables
 from dotsocr.engines.reading_order import reading_order
+from dotsocr.layout import FURNITURE
 from dotsocr.text_lines import Box, Region, TextLine
 
 REGION_SHARE = 0.5
@@ -59,6 +60,7 @@ TITLE_RATIO = 1.4
 FOLLOWING_TEXT = 3
 """A plain heading is followed, under it, by a paragraph this many times its length."""
 MAX_HEADING_WORDS = 12
+MAX_HEADING_ROWS = 3
 MAX_TITLE_WORDS = 25
 SENTENCE_END = ".,;:!?"
 EDGE_BAND = 0.09
@@ -81,6 +83,8 @@ _CAPTION = re.compile(
 )
 _DECORATION = re.compile(r"^[\s.·…_\-–—=~*•]+$")  # leaders, rules, dinkuses: drawn, not read
 _HYPHENS = "-\u00ad\u2010"
+_NUMBERED_AT_AN_END = re.compile(r"^\d{1,4}\s|\s\d{1,4}$")
+CAPITALS_SHARE = 0.6
 _SPLIT_REGIONS = frozenset({"Text", "List-item"})
 
 
@@ -170,6 +174,9 @@ def compose(lines: list[TextLine], regions: list[Region], width: int, height: in
     drafts += [_Draft(_rows_box(p), p) for p in _paragraphs(pools.get(None, []))]
     drafts = [d for d in drafts if d.category or not _DECORATION.match(d.text)]
     body_size, body_bold = _body(lines)
+    for draft in drafts:  # the layout model takes a title near the top for a page header
+        if draft.category in FURNITURE and _heading_like(draft, body_size, body_bold):
+            draft.category = None
     _mark_furniture([d for d in drafts if d.category is None], body_size, height)
     furniture = ("Page-header", "Page-footer")
     heads = _ordered([d for d in drafts if d.category == "Page-header"], width, height)
@@ -211,14 +218,23 @@ def _free_prose_in_pictures(
     return freed
 
 
+def _prose(rows: list[_Row]) -> bool:
+    """Too much text for a heading: more rows or words than any heading has."""
+    words = sum(len(row.text.split()) for row in rows)
+    return len(rows) > MAX_HEADING_ROWS or words > 2 * MAX_HEADING_WORDS
+
+
 def _region_drafts(region: Region, lines: list[TextLine]) -> list[_Draft]:
     """A picture, or its lines as one cell, or (text, lists) as paragraphs."""
     if region.category == "Picture":
         return [_Draft(region.bbox, category="Picture")]
     if not lines:
         return []
+    rows = _rows(lines)
+    if region.category == "Section-header" and _prose(rows):
+        region = Region(region.bbox, "Text", region.score)  # a layout model's misreading
     if region.category not in _SPLIT_REGIONS:
-        return [_Draft(region.bbox, _rows(lines), region.category)]
+        return [_Draft(region.bbox, rows, region.category)]
     paragraphs = _paragraphs(lines)
     drafts = []
     for rows in paragraphs:
@@ -434,6 +450,10 @@ def _mark_furniture(drafts: list[_Draft], body_size: float, height: int) -> None
     little further in (wide margins) with the text on their row."""
     for draft in drafts:
         draft.category = _furniture(draft, body_size, height)
+    for draft in drafts:
+        edge = _edge(draft, height, NUMBER_BAND)
+        if edge and not draft.category and _running_head(draft):
+            draft.category = edge
     for number in drafts:
         edge = _edge(number, height, NUMBER_BAND)
         if number.category or not edge or not _PAGE_NUMBER.match(number.text):
@@ -445,14 +465,37 @@ def _mark_furniture(drafts: list[_Draft], body_size: float, height: int) -> None
                 draft.category = edge
 
 
+def _running_head(draft: _Draft) -> bool:
+    """A book's running head or foot: one short row with a page number at one end and
+    its words mostly in capitals ("400 BRITISH HUSBANDRY. [Ch. XIX.")."""
+    if len(draft.rows) != 1 or len(draft.text.split()) > MAX_HEADING_WORDS:
+        return False
+    letters = [ch for ch in draft.text if ch.isalpha()]
+    capitals = sum(ch.isupper() for ch in letters) >= CAPITALS_SHARE * len(letters)
+    return bool(letters) and capitals and bool(_NUMBERED_AT_AN_END.search(draft.text))
+
+
 def _furniture(draft: _Draft, body_size: float, height: int) -> str | None:
     """Page-header or Page-footer for short text in the edge bands that is not larger than
     the body's (a title near the top is not furniture); else None."""
     edge = _edge(draft, height, EDGE_BAND)
     if not edge or not _short(draft):
         return None
+    return None if _larger(draft, body_size) else edge
+
+
+def _heading_like(draft: _Draft, body_size: float, body_bold: bool) -> bool:
+    """Larger than the body, or words in bold where the body is not, and not a page
+    number."""
+    words = len(draft.text.split()) > 1 and any(ch.isalpha() for ch in draft.text)
+    return _larger(draft, body_size) or (draft.bold and not body_bold and words)
+
+
+def _larger(draft: _Draft, body_size: float) -> bool:
+    """Whether the draft's letters are a heading's, larger than the body's (a page number
+    in large type is still a page number)."""
     larger = body_size > 0 and draft.size >= HEADING_RATIO * body_size
-    return None if larger and not _PAGE_NUMBER.match(draft.text) else edge
+    return larger and not _PAGE_NUMBER.match(draft.text)
 
 
 def _edge(draft: _Draft, height: int, band: float) -> str | None:

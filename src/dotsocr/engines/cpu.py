@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import statistics
 import threading
 import time
@@ -62,6 +63,7 @@ DEFAULT_DPI = 200.0  # pages come from PDFs rendered at 200 DPI, or scans near i
 # text in it has a picture of text there, which is OCRed.
 TEXT_REGIONS = frozenset({"Text", "Title", "Section-header", "Caption", "Table", "List-item"})
 TextLayerUse = Literal["auto", "never", "only"]
+_HEADING = re.compile(r"^#+ ")
 GOOD_CONFIDENCE = 0.6  # mean word confidence below which an unjudged page is tried turned
 CLEARLY_SURER = 0.1  # mean confidence a turned reading must gain to be believed
 # A turned reading that keeps fewer of the upright reading's words than this is a partial
@@ -376,8 +378,9 @@ def _better(turned: list[TextLine], best: list[TextLine]) -> bool:
 def _answer(blocks: list[Block], task: str) -> str:
     """The answer in dots.ocr's shape: Markdown text for ``ocr`` and ``grounding``, a JSON
     array of cells for the layout tasks."""
-    if task in ("ocr", "grounding"):
-        return "\n\n".join(b.text for b in blocks if b.text and b.category != "Picture")
+    if task in ("ocr", "grounding"):  # plain text, as dots.ocr's ocr prompt asks
+        texts = (_HEADING.sub("", b.text) for b in blocks if b.text and b.category != "Picture")
+        return "\n\n".join(texts)
     cells = [
         {"bbox": [round(v) for v in b.bbox], "category": b.category, "text": b.text} for b in blocks
     ]

@@ -18,11 +18,14 @@ down (a 9% CER on its own), so it is off: ``osd`` sets whole pages upright inste
 from __future__ import annotations
 
 import os
+import queue
 import statistics
 import sys
 import sysconfig
 import threading
 import unicodedata
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,6 +56,7 @@ PADDLE_LANGUAGES = frozenset(
 # PP-OCRv6 gains nothing from more than about 150 DPI (its recogniser scales every line
 # to 48 pixels high) and its detector's time grows with the image's area: a 7-point
 # Chinese page read as well at 150 as at 200 DPI with half the detection time.
+MAX_PADDLE_READERS = 4  # rapidocr instances at once, whatever the cores
 PADDLE_DPI = 150.0
 PADDLE_MAX_SIDE = 2400  # for images whose resolution is unknown or wrong
 # rapidocr's quads are its detector's, grown by the unclip ratio: the letters are about
@@ -337,8 +341,10 @@ def paddle_models() -> dict[str, Path]:
 class PPOCR:
     """PP-OCRv6 small (detection and recognition) through rapidocr and onnxruntime.
 
-    One rapidocr instance per thread, each running onnxruntime on one thread, so pages
-    read in parallel like Tesseract's. Only the models in rapidocr's wheel are used.
+    Up to ``MAX_PADDLE_READERS`` rapidocr instances, each running onnxruntime on one
+    thread, so pages read in parallel like Tesseract's while memory stays bounded (each
+    instance takes about 0.4 GB more at work) on machines with many cores. Only the
+    models in rapidocr's wheel are used.
 
     Raises:
         ConfigError: rapidocr or its bundled models are missing.
@@ -348,7 +354,22 @@ class PPOCR:
 
     def __init__(self) -> None:
         self.models = paddle_models()
-        self._engines = _PerThread(self._new_engine)
+        self._idle: queue.LifoQueue[Any] = queue.LifoQueue()
+        self._slots = threading.BoundedSemaphore(MAX_PADDLE_READERS)
+
+    @contextmanager
+    def _engine(self) -> Iterator[Any]:
+        """An instance of rapidocr to itself (they are not thread-safe): an idle one, or a
+        new one while fewer than the cap exist."""
+        with self._slots:
+            try:
+                engine = self._idle.get_nowait()
+            except queue.Empty:
+                engine = self._new_engine()
+            try:
+                yield engine
+            finally:
+                self._idle.put(engine)
 
     def _new_engine(self) -> Any:
         from rapidocr import RapidOCR
@@ -377,7 +398,8 @@ class PPOCR:
             size = (max(1, round(image.width * factor)), max(1, round(image.height * factor)))
             small = small.resize(size, Image.Resampling.LANCZOS)
         try:
-            result = self._engines.get()(np.asarray(small))
+            with self._engine() as engine:
+                result = engine(np.asarray(small))
         except (IndexError, ValueError) as exc:  # rapidocr's word-box bookkeeping
             raise EngineError(f"PP-OCRv6 failed on this page: {exc}") from exc
         lines = _paddle_lines(result)
