@@ -14,7 +14,12 @@ WORKDIR /src
 # Only what the package build needs, so the image does not change with tests or docs.
 COPY pyproject.toml README.md dots_ocr_client.py ./
 COPY src ./src
+# rapid-layout asks for OpenCV with its GUI (it needs libGL, absent here) and rapidocr for
+# the headless build; both write the same cv2 package, so the headless one is put back.
 RUN pip install ".[cluster]" \
+    && pip uninstall -y opencv-python \
+    && pip install --force-reinstall --no-deps opencv-python-headless \
+    && python -c "import cv2, rapidocr, rapid_layout" \
     && useradd --create-home --uid 1000 dotsocr \
     && mkdir /data && chown dotsocr /data
 

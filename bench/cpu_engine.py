@@ -83,7 +83,7 @@ def error_rate(found: str, truth: str) -> float:
 def tesseract_reader() -> Reader:
     from tesserocr import PSM, PyTessBaseAPI
 
-    from dotsocr.engines.recognisers import tesseract_languages
+    from dotsocr.engines.tesseract import tesseract_languages
 
     api = PyTessBaseAPI(path=str(tesseract_languages()["eng"]), lang="eng", psm=PSM.AUTO)
 

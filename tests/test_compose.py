@@ -383,9 +383,9 @@ def _tesseract_lines(image) -> list[TextLine]:
     """Tesseract's lines with its paragraph numbers, as the CPU engine reads them."""
     tesserocr = pytest.importorskip("tesserocr")
     try:
-        from dotsocr.engines.recognisers import tesseract_languages as available_languages
+        from dotsocr.engines.tesseract import tesseract_languages
 
-        tessdata = available_languages()["eng"]
+        tessdata = tesseract_languages()["eng"]
     except (ImportError, KeyError):
         pytest.skip("no Tesseract data for eng")
     lines, paragraph_number = [], -1

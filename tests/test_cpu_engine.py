@@ -14,7 +14,7 @@ from rapidfuzz.distance import Levenshtein
 from dotsocr.document import DocumentOptions, Page, open_document
 from dotsocr.engines import Engine
 from dotsocr.engines.cpu import CPUEngine
-from dotsocr.engines.recognisers import tesseract_languages
+from dotsocr.engines.tesseract import tesseract_languages
 from dotsocr.errors import ConfigError, EngineError
 from dotsocr.layout import PageStatus
 from dotsocr.models import get_profile
@@ -225,3 +225,11 @@ def test_a_chinese_page_goes_to_pp_ocr_by_its_script(tmp_path):
     assert answer.details["recogniser"] == "PP-OCRv6" and answer.model == "PP-OCRv6"
     found = "".join(text_of(parsed).split())
     assert Levenshtein.distance(found, "".join(text.split())) / len(text) < 0.05
+
+
+def test_a_missing_opencv_is_one_line_saying_what_to_install(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "cv2", None)  # as when libGL.so.1 is missing
+    with pytest.raises(ConfigError, match=r"cannot load OpenCV .*apt-get install libgl1"):
+        CPUEngine()

@@ -16,17 +16,9 @@ from PIL import Image
 from rapidfuzz.distance import Levenshtein
 
 import cjk_pages
-from dotsocr.engines.recognisers import (
-    PPOCR,
-    UNSURE,
-    Orientation,
-    Tesseract,
-    _paddle_words,
-    choose,
-    osd,
-    paddle_models,
-    recogniser_languages,
-)
+from dotsocr.engines.ppocr import PPOCR, _paddle_words, paddle_models
+from dotsocr.engines.recognisers import choose, recogniser_languages
+from dotsocr.engines.tesseract import UNSURE, Orientation, Tesseract, osd
 from dotsocr.errors import ConfigError
 from dotsocr.text_lines import TextLine
 

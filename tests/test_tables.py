@@ -163,7 +163,7 @@ def _tesseract_lines(image_path: Path) -> list[TextLine]:
     tesserocr = pytest.importorskip("tesserocr")
     from PIL import Image
 
-    from dotsocr.engines.recognisers import tesseract_languages as available_languages
+    from dotsocr.engines.tesseract import tesseract_languages as available_languages
 
     folder = available_languages().get("eng")
     if folder is None:

@@ -15,7 +15,8 @@ import pytest
 from PIL import Image
 from rapidfuzz import fuzz
 
-from dotsocr.document.textlayer import TextLayer, Verdict, extract
+from dotsocr.document.textlayer import TextLayer, extract
+from dotsocr.document.textlayer_trust import Verdict
 
 SCALE = 200 / 72
 DOCLING = "docling/tests/data/pdf"

@@ -341,7 +341,8 @@ def ocr(
 def languages() -> None:
     """List what the embedded CPU engine reads: Tesseract's languages (and where their data
     is), then PP-OCRv6's, which reads Chinese pages whatever --languages says."""
-    from dotsocr.engines.recognisers import recogniser_languages, tessdata_dirs, tesseract_languages
+    from dotsocr.engines.recognisers import recogniser_languages
+    from dotsocr.engines.tesseract import tessdata_dirs, tesseract_languages
 
     found = {code: folder for code, folder in tesseract_languages().items() if code != "osd"}
     for code, folder in sorted(found.items()):

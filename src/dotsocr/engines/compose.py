@@ -17,9 +17,18 @@ import re
 import statistics
 import unicodedata
 from dataclasses import dataclass, field
-from functools import cached_property
 
 from dotsocr.engines import tables
+from dotsocr.engines.paragraphs import (
+    BULLET,
+    SAME_ROW,
+    Row,
+    box_height,
+    overlap,
+    paragraphs,
+    rows,
+    union_box,
+)
 from dotsocr.engines.reading_order import reading_order
 from dotsocr.layout import FURNITURE
 from dotsocr.text_lines import Box, Region, TextLine
@@ -29,28 +38,6 @@ REGION_SHARE = 0.5
 PROSE_WORDS = 40
 PROSE_LINE_WORDS = 4
 """A region holds a line when it covers at least this share of the line's area."""
-SAME_ROW = 0.5
-"""Two pieces of text are on one row when they overlap by this share of the taller one."""
-ROW_GAP = 0.6
-"""Pieces of a row this close (in line heights) are one line; a gutter is wider."""
-BULLET_GAP = 3.0
-"""A bullet this far (in its item's line heights) left of a line is that line's."""
-JOIN_GAP = 0.9
-"""A line this close (in the taller line's heights) under another, in its column, may
-continue its paragraph; lines in a paragraph are about 0.2 apart, paragraphs 0.7 or more."""
-NEAR = 2.0
-"""How far below a line (in line heights) to look for the lines that continue it."""
-SIZE_RATIO = 1.3
-"""Lines whose letters differ in height by more than this are not one paragraph."""
-PITCH_RATIO = 1.15
-MIN_PITCH_CHARS = 12
-NO_DESCENDERS = 1.5
-"""Or whose letters (over lines this long, not in capitals) differ in width by more than
-this, where their boxes differ in height by less than a line with no descenders can."""
-PARAGRAPH_GAP = 0.4
-"""A gap this much (in line heights) wider than a paragraph's usual one starts a new one."""
-SHORT_LINE = 0.3
-"""A line ending a sentence this much (share of the paragraph's width) short ends it."""
 HEADING_RATIO = 1.15
 """Letters this much taller than the body's mark a heading."""
 SMALLER = 0.9
@@ -70,9 +57,6 @@ NUMBER_BAND = 0.15
 MAX_FURNITURE_ROWS = 3
 MAX_FURNITURE_WORDS = 40
 
-# A bullet glyph as recognisers read it ("•" often comes out as e, ¢ or «), then a capital.
-_BULLET = re.compile(r"^[•·▪◦●○∙*\-–eo¢«©»]\s+(?=[A-Z0-9])")
-_LONE_BULLET = re.compile(r"^[•·▪◦●○∙‣⁃]$")
 _NUMBERED = re.compile(r"^(\(?[0-9a-zA-Z]{1,3}[.)]|[ivx]+\.)\s")
 # "7", "- 7 -", "Page 7 of 9", "7/9", "iv" (lower case only: "CIVIL" is a word)
 _PAGE_NUMBER = re.compile(
@@ -99,38 +83,11 @@ class Block:
 
 
 @dataclass
-class _Row:
-    """Pieces of text on one row of one column, left to right."""
-
-    lines: list[TextLine]  # complete once the row is read: the properties are cached
-
-    @cached_property
-    def bbox(self) -> Box:
-        return _union_box([line.bbox for line in self.lines])
-
-    @property
-    def height(self) -> float:
-        return _height(self.bbox)
-
-    @cached_property
-    def size(self) -> float:
-        return statistics.median(line.size for line in self.lines)
-
-    @cached_property
-    def bold(self) -> bool:
-        return all(line.bold for line in self.lines)
-
-    @cached_property
-    def text(self) -> str:
-        return " ".join(" ".join(line.text.split()) for line in self.lines)
-
-
-@dataclass
 class _Draft:
     """A cell before its category and text are settled."""
 
     bbox: Box
-    rows: list[_Row] = field(default_factory=list)
+    rows: list[Row] = field(default_factory=list)
     category: str | None = None  # from a region, or None for the heuristics to decide
     text: str = field(init=False, default="")
 
@@ -171,7 +128,7 @@ def compose(lines: list[TextLine], regions: list[Region], width: int, height: in
     for index, region in enumerate(regions):
         if index not in freed:
             drafts += _region_drafts(region, pools.get(index, []))
-    drafts += [_Draft(_rows_box(p), p) for p in _paragraphs(pools.get(None, []))]
+    drafts += [_Draft(_rows_box(p), p) for p in paragraphs(pools.get(None, []))]
     drafts = [d for d in drafts if d.category or not _DECORATION.match(d.text)]
     body_size, body_bold = _body(lines)
     for draft in drafts:  # the layout model takes a title near the top for a page header
@@ -218,7 +175,7 @@ def _free_prose_in_pictures(
     return freed
 
 
-def _prose(rows: list[_Row]) -> bool:
+def _prose(rows: list[Row]) -> bool:
     """Too much text for a heading: more rows or words than any heading has."""
     words = sum(len(row.text.split()) for row in rows)
     return len(rows) > MAX_HEADING_ROWS or words > 2 * MAX_HEADING_WORDS
@@ -230,199 +187,20 @@ def _region_drafts(region: Region, lines: list[TextLine]) -> list[_Draft]:
         return [_Draft(region.bbox, category="Picture")]
     if not lines:
         return []
-    rows = _rows(lines)
-    if region.category == "Section-header" and _prose(rows):
+    held = rows(lines)
+    if region.category == "Section-header" and _prose(held):
         region = Region(region.bbox, "Text", region.score)  # a layout model's misreading
     if region.category not in _SPLIT_REGIONS:
-        return [_Draft(region.bbox, rows, region.category)]
-    paragraphs = _paragraphs(lines)
+        return [_Draft(region.bbox, held, region.category)]
+    found = paragraphs(lines)
     drafts = []
-    for rows in paragraphs:
-        box = region.bbox if len(paragraphs) == 1 else _rows_box(rows)
-        draft = _Draft(box, rows, region.category)
-        if _BULLET.match(draft.text):
+    for paragraph in found:
+        box = region.bbox if len(found) == 1 else _rows_box(paragraph)
+        draft = _Draft(box, paragraph, region.category)
+        if BULLET.match(draft.text):
             draft.category = "List-item"
         drafts.append(draft)
     return drafts
-
-
-# Paragraphs
-
-
-def _paragraphs(lines: list[TextLine]) -> list[list[_Row]]:
-    """Lines gathered into paragraphs, each a list of rows top to bottom."""
-    by_block: dict[int, list[TextLine]] = {}
-    loose: list[TextLine] = []
-    for line in lines:
-        if line.block is None:
-            loose.append(line)
-        else:
-            by_block.setdefault(line.block, []).append(line)
-    chains = [_rows(group) for group in by_block.values()]
-    chains += _chains(_rows(loose))
-    return [paragraph for chain in chains for paragraph in _split(chain)]
-
-
-def _rows(lines: list[TextLine]) -> list[_Row]:
-    """Lines that continue one another on one row (a line drawn in pieces) joined."""
-    rows: list[_Row] = []
-    for band in _bands(lines):
-        found: list[_Row] = []
-        for line in sorted(band, key=lambda line: line.bbox[0]):
-            row = next((row for row in found if _beside(row.lines[-1], line)), None)
-            if row is None:
-                found.append(_Row([line]))
-            else:
-                row.lines.append(line)
-        rows += found
-    return _sorted_rows(rows)
-
-
-def _bands(lines: list[TextLine]) -> list[list[TextLine]]:
-    """Lines at about one height (overlapping the first of them by half the lower one's
-    height), top down: the only ones that may be pieces of one row. Keeps ``_rows`` from
-    comparing all pairs."""
-    bands: list[list[TextLine]] = []
-    for line in sorted(lines, key=lambda line: line.bbox[1] + line.bbox[3]):
-        first = bands[-1][0].bbox if bands else None
-        h = min(_height(first), _height(line.bbox)) if first else 0.0
-        if first and _overlap(first, line.bbox, 1) >= SAME_ROW * h:
-            bands[-1].append(line)
-        else:
-            bands.append([line])
-    return bands
-
-
-def _beside(before: TextLine, after: TextLine) -> bool:
-    """Whether ``after`` goes on the row ``before`` ends: at its height and close after it.
-    A bullet drawn on its own (a PDF's "•") is smaller, and further from its item."""
-    left, right = before.bbox, after.bbox
-    gap = right[0] - left[2]
-    if _LONE_BULLET.match(before.text):
-        h = min(_height(left), _height(right))
-        return _overlap(left, right, 1) >= SAME_ROW * h and 0 <= gap <= BULLET_GAP * _height(right)
-    h = max(_height(left), _height(right))  # the taller: a drop capital's line holds others
-    return _overlap(left, right, 1) >= SAME_ROW * h and -ROW_GAP * h <= gap <= ROW_GAP * h
-
-
-def _sorted_rows(rows: list[_Row]) -> list[_Row]:
-    return sorted(rows, key=lambda row: (row.bbox[1], row.bbox[0]))
-
-
-def _chains(rows: list[_Row]) -> list[list[_Row]]:
-    """Rows linked to the one under them in their column, where each is the other's only
-    neighbour there: a line spanning two columns continues neither."""
-    rows = _sorted_rows(rows)
-    below, above = _near(rows)
-    following: dict[int, int] = {}
-    for i in range(len(rows)):
-        under = _nearest(rows, below[i], down=True)
-        if under is None or _nearest(rows, above[under], down=False) != i:
-            continue
-        if _continues(rows[i], rows[under]):
-            following[i] = under
-    starts = set(range(len(rows))) - set(following.values())
-    chains = []
-    for start in sorted(starts):
-        chain, at = [rows[start]], start
-        while at in following:
-            at = following[at]
-            chain.append(rows[at])
-        chains.append(chain)
-    return chains
-
-
-def _near(rows: list[_Row]) -> tuple[list[list[int]], list[list[int]]]:
-    """For each row (sorted top down), the rows a little below and above it that share
-    some of its width."""
-    below: list[list[int]] = [[] for _ in rows]
-    above: list[list[int]] = [[] for _ in rows]
-    tallest = max((row.height for row in rows), default=0.0)
-    for i, row in enumerate(rows):
-        for j in range(i + 1, len(rows)):
-            other = rows[j]
-            if other.bbox[1] - row.bbox[3] > NEAR * tallest:
-                break
-            reach = NEAR * max(row.height, other.height)
-            lower = other.bbox[1] > row.bbox[1]
-            if (
-                lower
-                and other.bbox[1] - row.bbox[3] <= reach
-                and _overlap(row.bbox, other.bbox, 0) > 0
-            ):
-                below[i].append(j)
-                above[j].append(i)
-    return below, above
-
-
-def _nearest(rows: list[_Row], near: list[int], down: bool) -> int | None:
-    """The nearest of the rows ``near`` one, unless they are not all in its column (then
-    the one they are near spans columns, and continues none)."""
-    if not near:
-        return None
-    nearest = min(near, key=lambda j: rows[j].bbox[1] if down else -rows[j].bbox[3])
-    if any(_overlap(rows[j].bbox, rows[nearest].bbox, 0) <= 0 for j in near):
-        return None
-    return nearest
-
-
-def _continues(upper: _Row, lower: _Row) -> bool:
-    """Whether ``lower`` may continue ``upper``'s paragraph: close, alike in weight, and
-    alike in letter height, line height or letter width (any: a line with no capitals
-    or ascenders reads a smaller letter height, one with no descenders a lower box)."""
-    gap = lower.bbox[1] - upper.bbox[3]
-    # the taller line's height: a line with no descenders has a short box
-    if gap > JOIN_GAP * max(upper.height, lower.height):
-        return False
-    # a bold heading ends short of the column; a bold lead-in runs on into the next line
-    run_on = upper.bbox[2] >= lower.bbox[2] - SHORT_LINE * (lower.bbox[2] - lower.bbox[0])
-    if upper.bold != lower.bold and not (upper.bold and run_on):
-        return False
-    heights = upper.height, lower.height
-    if _alike(*heights) or _alike(upper.size, lower.size):
-        return True
-    texts = (len(upper.text), len(lower.text))
-    capitals = any(_capitals(row.text) for row in (upper, lower))  # wide letters
-    if min(texts) < MIN_PITCH_CHARS or capitals or not _alike(*heights, ratio=NO_DESCENDERS):
-        return False
-    wide = (upper.bbox[2] - upper.bbox[0]) / texts[0], (lower.bbox[2] - lower.bbox[0]) / texts[1]
-    return max(wide) <= PITCH_RATIO * min(wide)
-
-
-def _alike(a: float, b: float, ratio: float = SIZE_RATIO) -> bool:
-    return min(a, b) > 0 and max(a, b) <= ratio * min(a, b)
-
-
-def _capitals(text: str) -> bool:
-    letters = [char for char in text if char.isalpha()]
-    return sum(char.isupper() for char in letters) * 2 > len(letters)
-
-
-def _split(rows: list[_Row]) -> list[list[_Row]]:
-    """A chain of rows cut where a paragraph or list item starts."""
-    if len(rows) < 2:
-        return [rows]
-    gaps = [rows[k].bbox[1] - rows[k - 1].bbox[3] for k in range(1, len(rows))]
-    # the usual gap between a paragraph's lines; too few lines say nothing of it
-    usual = statistics.median(gaps) if len(gaps) >= 3 else float("inf")
-    left = min(row.bbox[0] for row in rows)
-    right = max(row.bbox[2] for row in rows)
-    paragraphs = [[rows[0]]]
-    for k in range(1, len(rows)):
-        previous, row = rows[k - 1], rows[k]
-        h = min(previous.height, row.height)
-        listing = _BULLET.match(paragraphs[-1][0].text) is not None
-        ended = previous.text[-1:] in ".!?:。！？" and not listing
-        if (
-            gaps[k - 1] > usual + PARAGRAPH_GAP * h
-            or _BULLET.match(row.text)
-            or (ended and row.bbox[0] - left > 0.8 * h)  # an indented first line
-            or (ended and right - previous.bbox[2] > SHORT_LINE * (right - left))
-        ):
-            paragraphs.append([row])
-        else:
-            paragraphs[-1].append(row)
-    return paragraphs
 
 
 # Categories
@@ -459,8 +237,8 @@ def _mark_furniture(drafts: list[_Draft], body_size: float, height: int) -> None
         if number.category or not edge or not _PAGE_NUMBER.match(number.text):
             continue
         for draft in drafts:
-            h = min(_height(draft.bbox), _height(number.bbox))
-            beside = _overlap(draft.bbox, number.bbox, 1) >= SAME_ROW * h
+            h = min(box_height(draft.bbox), box_height(number.bbox))
+            beside = overlap(draft.bbox, number.bbox, 1) >= SAME_ROW * h
             if not draft.category and (draft is number or (beside and _short(draft))):
                 draft.category = edge
 
@@ -515,7 +293,7 @@ def _label(body: list[_Draft], body_size: float, body_bold: bool) -> None:
         if draft.category is not None:
             continue
         after = body[position + 1] if position + 1 < len(body) else None
-        if _BULLET.match(draft.text):
+        if BULLET.match(draft.text):
             draft.category = "List-item"
         elif _CAPTION.match(draft.text):
             draft.category = "Caption"
@@ -541,7 +319,7 @@ def _heading(draft: _Draft, after: _Draft | None, body_size: float, body_bold: b
     smaller = body_size > 0 and draft.size < SMALLER * body_size
     if len(draft.rows) > 1 or text[-1] in SENTENCE_END or smaller or after is None:
         return False
-    under = after.bbox[1] >= draft.bbox[3] and _overlap(after.bbox, draft.bbox, 0) > 0
+    under = after.bbox[1] >= draft.bbox[3] and overlap(after.bbox, draft.bbox, 0) > 0
     prose = len(after.text) >= FOLLOWING_TEXT * len(text)
     return after.category in (None, "Text") and under and prose
 
@@ -586,8 +364,8 @@ def _text(draft: _Draft, category: str) -> str | None:
     if category == "Section-header":
         return f"## {draft.text}"
     if category == "List-item":
-        if _BULLET.match(draft.text):
-            return _BULLET.sub("- ", draft.text, count=1)
+        if BULLET.match(draft.text):
+            return BULLET.sub("- ", draft.text, count=1)
         return draft.text if _NUMBERED.match(draft.text) else f"- {draft.text}"
     return draft.text
 
@@ -596,7 +374,7 @@ def _plain_table(lines: list[TextLine]) -> str:
     """A table with no grid found as text: its rows top to bottom, cells left to right."""
     rows: list[list[TextLine]] = []
     for line in sorted(lines, key=lambda line: line.bbox[1]):
-        if rows and _overlap(rows[-1][0].bbox, line.bbox, 1) >= SAME_ROW * _height(line.bbox):
+        if rows and overlap(rows[-1][0].bbox, line.bbox, 1) >= SAME_ROW * box_height(line.bbox):
             rows[-1].append(line)
         else:
             rows.append([line])
@@ -641,27 +419,9 @@ def _area(box: Box) -> float:
     return max(box[2] - box[0], 0.0) * max(box[3] - box[1], 0.0)
 
 
-def _height(box: Box) -> float:
-    return max(box[3] - box[1], 1.0)
-
-
 def _intersection(a: Box, b: Box) -> Box:
     return (max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3]))
 
 
-def _overlap(a: Box, b: Box, axis: int) -> float:
-    """How far ``a`` and ``b`` overlap along ``axis`` (0: x, 1: y); negative when apart."""
-    return min(a[axis + 2], b[axis + 2]) - max(a[axis], b[axis])
-
-
-def _union_box(boxes: list[Box]) -> Box:
-    return (
-        min(b[0] for b in boxes),
-        min(b[1] for b in boxes),
-        max(b[2] for b in boxes),
-        max(b[3] for b in boxes),
-    )
-
-
-def _rows_box(rows: list[_Row]) -> Box:
-    return _union_box([row.bbox for row in rows])
+def _rows_box(rows: list[Row]) -> Box:
+    return union_box([row.bbox for row in rows])

