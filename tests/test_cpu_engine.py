@@ -6,6 +6,7 @@ import asyncio
 import dataclasses
 import json
 import re
+from pathlib import Path
 
 import pytest
 from PIL import Image, ImageDraw, ImageFont
@@ -20,6 +21,7 @@ from dotsocr.layout import PageStatus
 from dotsocr.models import get_profile
 
 PROFILE = get_profile("dots.ocr")
+DATA_PDF = Path(__file__).parent / "data" / "multi_page.pdf"
 
 
 def cer(found: str, truth: str) -> float:
@@ -96,7 +98,7 @@ def test_the_answer_says_what_read_the_page():
         "tesseract lstm", "eng", 0,
     )  # fmt: skip
     assert details["text_layer"] is None  # an image has none
-    assert set(details["steps"]) == {"osd", "layout", "ocr", "compose"}
+    assert set(details["steps"]) == {"layout", "ocr", "compose"}  # nothing read: no OSD
 
 
 def test_a_rendered_line_of_text_is_read():
@@ -233,3 +235,68 @@ def test_a_missing_opencv_is_one_line_saying_what_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "cv2", None)  # as when libGL.so.1 is missing
     with pytest.raises(ConfigError, match=r"cannot load OpenCV .*apt-get install libgl1"):
         CPUEngine()
+
+
+def page_with_a_picture_of_text(tmp_path) -> Page:
+    """A born-digital page: lines of real text, and a picture of a paragraph of text."""
+    from pdf_support import text_pdf
+
+    drawn = Image.new("RGB", (1300, 400), "white")
+    font = ImageFont.load_default(size=36)
+    for row in range(6):
+        words = "PICTURED WORDS OF A NOTE" if row == 0 else f"scanned line {row} of a note"
+        ImageDraw.Draw(drawn).text((20, 20 + 60 * row), words, fill="black", font=font)
+    rows = [(72, 720 - 16 * i, f"A line of real text, number {i + 1}.") for i in range(6)]
+    path = tmp_path / "picture.pdf"
+    path.write_bytes(text_pdf(rows, image=drawn, image_box=(72, 420, 468, 144)))
+    return first_page(path, text_layer=True)
+
+
+def test_a_picture_of_text_on_a_born_digital_page_is_ocred_but_not_with_only(tmp_path):
+    page = page_with_a_picture_of_text(tmp_path)
+    answer, parsed = read(page)
+    assert answer.details["text_layer"] == "used"
+    assert answer.details["recogniser"] == "text layer + tesseract lstm"
+    assert "A line of real text, number 1." in text_of(parsed)
+    assert "PICTURED WORDS" in text_of(parsed)
+    answer, parsed = read(page, text_layer="only")
+    assert answer.details["recogniser"] == "text layer" and "ocr" not in answer.details["steps"]
+    assert "PICTURED WORDS" not in text_of(parsed)
+
+
+def test_grounding_on_a_born_digital_page_reads_the_words_in_the_box(tmp_path):
+    page = page_with_a_picture_of_text(tmp_path)
+    scale = page.dpi / 72
+    first_line = (60 * scale, (792 - 736) * scale, 560 * scale, (792 - 714) * scale)
+    answer, parsed = read(page, "grounding", box=tuple(round(v) for v in first_line))
+    assert answer.details["recogniser"] == "text layer"
+    assert text_of(parsed) == "A line of real text, number 1."
+    picture = (72 * scale, (792 - 564) * scale, 540 * scale, (792 - 420) * scale)
+    answer, parsed = read(page, "grounding", box=tuple(round(v) for v in picture))
+    assert answer.details["recogniser"] == "tesseract lstm"  # no layer text there: OCR
+    assert "PICTURED WORDS" in text_of(parsed)
+
+
+def test_a_text_layer_that_cannot_be_read_says_so(monkeypatch):
+    from dotsocr.document import textlayer
+
+    def broken(page, scale):
+        raise ValueError("FPDFText_LoadPage failed")
+
+    monkeypatch.setattr(textlayer, "extract", broken)
+    page = first_page(DATA_PDF, text_layer=True)
+    answer, parsed = read(page)
+    reason = "the text layer could not be read (ValueError: FPDFText_LoadPage failed)"
+    assert answer.details["text_layer"] == reason
+    assert "The Evolution of the Word Processor" in text_of(parsed)  # OCRed instead
+    with pytest.raises(EngineError, match=r"could not be read .*--text-layer only"):
+        read(page, text_layer="only")
+
+
+def test_only_engines_that_read_a_text_layer_get_one_extracted(data):
+    options = DocumentOptions(pages="1")
+    for wanted in (False, True):
+        with open_document(data / "multi_page.pdf", options.within(10**7, wanted)) as doc:
+            page = next(doc.pages())
+        assert (page.text_layer is not None) is wanted
+    assert CPUEngine().reads_text_layer and not CPUEngine(text_layer="never").reads_text_layer

@@ -18,7 +18,7 @@ from rapidfuzz.distance import Levenshtein
 import cjk_pages
 from dotsocr.engines.ppocr import PPOCR, _paddle_words, paddle_models
 from dotsocr.engines.recognisers import choose, recogniser_languages
-from dotsocr.engines.tesseract import UNSURE, Orientation, Tesseract, osd
+from dotsocr.engines.tesseract import UNSURE, Tesseract, osd
 from dotsocr.errors import ConfigError
 from dotsocr.text_lines import TextLine
 
@@ -159,7 +159,6 @@ def test_osd_says_han_for_chinese(chinese_page: Image.Image) -> None:
 )
 def test_osd_is_unsure_without_text(image: Image.Image) -> None:
     assert osd(image, DPI) == UNSURE
-    assert Orientation(turn=0, script=None, turn_confidence=0, script_confidence=0) == UNSURE
 
 
 @pytest.mark.parametrize("seed", range(4))

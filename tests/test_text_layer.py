@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import io
 import re
 from pathlib import Path
@@ -10,13 +9,13 @@ from pathlib import Path
 import numpy as np
 import pikepdf
 import pypdfium2 as pdfium
-import pypdfium2.raw as raw
 import pytest
 from PIL import Image
 from rapidfuzz import fuzz
 
 from dotsocr.document.textlayer import TextLayer, extract
 from dotsocr.document.textlayer_trust import Verdict
+from pdf_support import text_pdf
 
 SCALE = 200 / 72
 DOCLING = "docling/tests/data/pdf"
@@ -110,10 +109,10 @@ def test_a_gutter_splits_lines_drawn_across_it_in_one_go() -> None:
     """Left and right column lines drawn one after the other, at one height, with a
     gutter of 1.5 em (a narrow one): each line ends at the gutter, none at a word gap."""
     left = [(72, 700 - 14 * i, f"left column row {i} of words") for i in range(5)]
-    widest, _ = _read(_pdf(left))
+    widest, _ = _read(text_pdf(left))
     gutter = max(line.bbox[2] for line in widest.lines) / SCALE + 1.5 * 12
     right = [(gutter, 700 - 14 * i, f"right column row {i}") for i in range(5)]
-    layer, _ = _read(_pdf(sorted(left + right, key=lambda row: -row[1])))
+    layer, _ = _read(text_pdf(sorted(left + right, key=lambda row: -row[1])))
     texts = sorted(line.text for line in layer.lines)
     assert texts == sorted(text for _, _, text in left + right)
 
@@ -215,7 +214,7 @@ def test_an_earlier_ocr_layer_is_invisible_text(corpus: Path, path: str) -> None
 def test_invisible_text_is_counted_not_read(corpus: Path) -> None:
     scan = _scan(corpus)
     rows = [(72, 700 - 14 * i, f"hidden words {i}") for i in range(20)]
-    layer, image = _read(_pdf(rows, mode=3, image=scan))
+    layer, image = _read(text_pdf(rows, mode=3, image=scan))
     assert (layer.lines, layer.chars) == ([], 0)
     assert layer.invisible == sum(len(text.replace(" ", "")) for _, _, text in rows)
     assert layer.verdict(image).reason == "invisible text layer (an earlier OCR)"
@@ -223,15 +222,15 @@ def test_invisible_text_is_counted_not_read(corpus: Path) -> None:
 
 def test_text_under_the_page_image_is_hidden_text(corpus: Path) -> None:
     rows = [(72, 700 - 14 * i, f"words under the scan {i}") for i in range(20)]
-    layer, image = _read(_pdf(rows, image=_scan(corpus), under=True))
+    layer, image = _read(text_pdf(rows, image=_scan(corpus), under=True))
     assert layer.lines == [] and layer.invisible > 0
     assert layer.verdict(image).reason == "invisible text layer (an earlier OCR)"
-    above, _ = _read(_pdf(rows, image=_scan(corpus)))
+    above, _ = _read(text_pdf(rows, image=_scan(corpus)))
     assert len(above.lines) == 20 and above.invisible == 0
 
 
 def test_text_off_the_page_is_left_out() -> None:
-    layer, _ = _read(_pdf([(72, 700, "on the page"), (-400, 700, "off the page")]))
+    layer, _ = _read(text_pdf([(72, 700, "on the page"), (-400, 700, "off the page")]))
     assert [line.text for line in layer.lines] == ["on the page"]
     assert layer.chars == len("onthepage")
 
@@ -263,7 +262,7 @@ def test_a_page_whose_words_are_drawn_as_graphics_is_not_trusted(corpus: Path) -
 def test_a_scan_with_a_small_visible_layer_is_not_trusted(corpus: Path) -> None:
     """A stamp or header drawn as text on a scanned page: most of the print is pixels."""
     scan = _scan(corpus)
-    layer, image = _read(_pdf([(72, 770, "Received 2024-03-01, archive copy")], image=scan))
+    layer, image = _read(text_pdf([(72, 770, "Received 2024-03-01, archive copy")], image=scan))
     assert [line.text for line in layer.lines] == ["Received 2024-03-01, archive copy"]
     verdict = layer.verdict(image)
     assert not verdict.trusted
@@ -286,40 +285,6 @@ def _scan(corpus: Path) -> Image.Image:
     image = document[0].render(scale=150 / 72, grayscale=True).to_pil()
     document.close()
     return image
-
-
-def _pdf(
-    rows: list[tuple[float, float, str]],
-    mode: int = 0,
-    image: Image.Image | None = None,
-    under: bool = False,
-) -> bytes:
-    """A letter page filled by ``image``, with rows of 12 pt Helvetica (x, y, text)
-    drawn in render mode ``mode`` after the image (``under``: before it, so hidden),
-    saved, to be read back as a file."""
-    document = pdfium.PdfDocument.new()
-    page = document.new_page(612, 792)
-    if image is not None:
-        picture = pdfium.PdfImage.new(document)
-        picture.set_bitmap(pdfium.PdfBitmap.from_pil(image))
-        picture.set_matrix(pdfium.PdfMatrix().scale(612, 792))
-        page.insert_obj(picture)
-    font = raw.FPDFText_LoadStandardFont(document.raw, b"Helvetica")
-    for x, y, text in rows:
-        obj = raw.FPDFPageObj_CreateTextObj(document.raw, font, 12.0)
-        chars = ctypes.create_string_buffer((text + "\0").encode("utf-16-le"))
-        raw.FPDFText_SetText(obj, ctypes.cast(chars, ctypes.POINTER(raw.FPDF_WCHAR)))
-        raw.FPDFTextObj_SetTextRenderMode(obj, mode)
-        raw.FPDFPageObj_Transform(obj, 1, 0, 0, 1, x, y)
-        if under:
-            raw.FPDFPage_InsertObjectAtIndex(page.raw, obj, 0)
-        else:
-            raw.FPDFPage_InsertObject(page.raw, obj)
-    raw.FPDFPage_GenerateContent(page.raw)
-    out = io.BytesIO()
-    document.save(out)
-    document.close()
-    return out.getvalue()
 
 
 def _garbage_pdf() -> bytes:
@@ -356,3 +321,21 @@ def _garbage_pdf() -> bytes:
     out = io.BytesIO()
     pdf.save(out)
     return out.getvalue()
+
+
+def test_characters_keep_their_own_boxes_on_a_bulleted_page(corpus: Path) -> None:
+    # PDFium's page text ran three characters ahead of the boxes on this page's bulleted
+    # lines: "Dis" of "Display" went missing and the "F" of "DSPFCNUSG" stood alone.
+    document = pdfium.PdfDocument(corpus / DOCLING / "sources" / "redp5110_sampled.pdf")
+    try:
+        layer = extract(document[7], 200 / 72)
+    finally:
+        document.close()
+    texts = [line.text for line in layer.lines]
+    for expected in (
+        "Work Function Usage (WRKFCNUSG)",
+        "Display Function Usage (DSPFCNUSG)",
+        "HBEDOYA to administer and manage RCAC rules:",
+    ):
+        assert expected in texts
+    assert all(len(text) > 1 for text in texts[:12])

@@ -248,7 +248,8 @@ def _resume(
 
 def _reading_with(settings: EngineSettings, engine: Any) -> str:
     """The run's first line: what reads the pages (the server's URL is for this user only)."""
-    cpu = "reading with the embedded CPU engine (a PDF's own text, Tesseract, PP-OCRv6)"
+    own_text = "a PDF's own text, " if settings.text_layer != "never" else ""
+    cpu = f"reading with the embedded CPU engine ({own_text}Tesseract, PP-OCRv6)"
     if settings.kind == "cpu":
         unset = "no server configured (--server or DOTSOCR_SERVER_URL): "
         return cpu if settings.engine == "cpu" else unset + cpu

@@ -296,6 +296,7 @@ class Pipeline:
     async def _ladder(self, page: Page) -> PageResult:
         """Parse, repair, retry warmer, fall back to plain text, or fail keeping the answer."""
         main, steps, notes = self._steps()
+        notes = [*page.notes, *notes]  # what rendering did: repaired, rendered smaller
         base = {"index": page.index, "width": page.width, "height": page.height, "dpi": page.dpi}
         tokens = [0, 0]
         try:

@@ -166,11 +166,11 @@ class Document:
                 raise CorruptDocument(
                     self.source, f"page {index + 1} cannot be rendered ({exc})"
                 ) from None
-            notes = list(self._notes)
-            layer = self._text_layer(page, scale, notes) if opts.text_layer else None
+            layer = self._text_layer(page, scale) if opts.text_layer else None
         finally:
             page.close()
         dpi = scale * pdf.POINTS_PER_INCH
+        notes = list(self._notes)
         if dpi < opts.dpi - 0.05:
             notes.append(f"rendered at {dpi:.0f} DPI to fit the {opts.max_pixels:,} pixel cap")
         return Page(
@@ -178,13 +178,12 @@ class Document:
         )
 
     @staticmethod
-    def _text_layer(page: pdfium.PdfPage, scale: float, notes: list[str]) -> TextLayer | None:
-        """The page's text layer; one that cannot be read is noted, and the page is OCRed."""
+    def _text_layer(page: pdfium.PdfPage, scale: float) -> TextLayer:
+        """The page's text layer; one that cannot be read says why (and is not trusted)."""
         try:
             return textlayer.extract(page, scale)
         except Exception as exc:  # PDFium's text calls fail in several ways on broken files
-            notes.append(f"the text layer could not be read ({type(exc).__name__}: {exc})")
-            return None
+            return TextLayer(unreadable=f"{type(exc).__name__}: {exc}")
 
     def _image_page(self, index: int) -> Page:
         handle: Image.Image = self._handle  # type: ignore[assignment]

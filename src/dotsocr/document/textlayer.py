@@ -50,7 +50,9 @@ BOLD_NAMES = ("bold", "black", "heavy", "semibold", "demi")
 
 INVISIBLE = 3  # text render mode 3: neither filled nor stroked (OCR's hidden layer)
 _BREAKS = frozenset("\r\n\u2028\u2029")
-_HYPHENS = frozenset("\ufffe\xad")  # PDFium's mark for a hyphen ending a line; soft hyphen
+# PDFium's mark for a hyphen ending a line (\x02 by index, U+FFFE in its page text), and
+# the soft hyphen.
+_HYPHENS = frozenset("\x02\ufffe\xad")
 _DEVICE_SCALE = 64  # FPDF_PageToDevice answers whole pixels: ask on a finer device
 
 
@@ -62,6 +64,7 @@ class TextLayer:
     chars: int = 0  # visible characters with text
     invisible: int = 0  # characters drawn invisibly (render mode 3) or under an image
     unmapped: int = 0  # characters with no usable Unicode (U+FFFD, private use, controls)
+    unreadable: str | None = None  # why PDFium could not give the layer, when it could not
 
     def scaled(self, factor: float) -> TextLayer:
         """The layer in the pixels of the page image resized by ``factor``."""
@@ -216,14 +219,11 @@ def _chars(
 
 
 def _page_text(handle: pdfium.raw.FPDF_TEXTPAGE, count: int) -> str:
-    """All characters in one call; one string character per PDFium character."""
-    buffer = (ctypes.c_uint16 * (count + 1))()
-    raw.FPDFText_GetText(handle, 0, count, buffer)
-    text = bytes(buffer)[: count * 2].decode("utf-16-le", errors="replace")
-    if len(text) == count:
-        return text
-    # Characters beyond the BMP take two UTF-16 units: ask for each character instead.
-    return "".join(chr(raw.FPDFText_GetUnicode(handle, i) or 0xFFFD) for i in range(count))
+    """One string character per PDFium character, by index: ``FPDFText_GetText`` is not
+    aligned with the character indices (on a bulleted list of redp5110_sampled.pdf it ran
+    three characters ahead of the boxes), so each character is asked for."""
+    unicode = raw.FPDFText_GetUnicode
+    return "".join(chr(unicode(handle, i) or 0xFFFD) for i in range(count))
 
 
 def _right_to_left(text: str) -> bool:

@@ -46,6 +46,8 @@ class Verdict:
 
 def judge(layer: TextLayer, image: Image.Image) -> Verdict:
     """Whether ``layer`` can stand in for OCR of ``image``: see ``TextLayer.verdict``."""
+    if layer.unreadable:
+        return Verdict(False, f"the text layer could not be read ({layer.unreadable})")
     drawn = layer.chars + layer.unmapped
     if drawn + layer.invisible == 0:
         return Verdict(False, "no text layer")

@@ -105,13 +105,13 @@ class FallbackEngine:
     """
 
     reads_pixels = True  # the embedded engine reads the image itself
-    reads_text_layer = True  # and a PDF page's own text, where it can be trusted
 
     def __init__(self, server: Callable[[float], Any], timeout: float, backup: Engine) -> None:
         self._server = server
         self._timeout = timeout
         self.primary = server(timeout)
         self.backup = backup
+        self.reads_text_layer = backup.reads_text_layer  # a PDF's own text, where trusted
         self.why_down: str | None = None  # the server does not answer: why
         self._asked = 0.0
         self._lock = asyncio.Lock()

