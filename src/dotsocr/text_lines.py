@@ -7,9 +7,27 @@ are ``(x1, y1, x2, y2)`` in the pixels of the image being read, origin top left.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 Box = tuple[float, float, float, float]
+Span = tuple[float, float]
+
+
+def union_box(boxes: Iterable[Box]) -> Box:
+    """The smallest box holding all of ``boxes`` (at least one)."""
+    x1, y1, x2, y2 = zip(*boxes, strict=True)
+    return (min(x1), min(y1), max(x2), max(y2))
+
+
+def intersection(a: Box, b: Box) -> Box:
+    """Where two boxes overlap (an empty box, of no area, where they do not)."""
+    return (max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3]))
+
+
+def span_distance(point: float, span: Span) -> float:
+    """How far ``point`` lies outside ``span`` (0 inside it)."""
+    return max(span[0] - point, point - span[1], 0.0)
 
 
 def scale_box(box: Box, factor: float) -> Box:

@@ -30,7 +30,7 @@ import pypdfium2.raw as raw
 from PIL import Image
 
 from dotsocr.document.textlayer_trust import Verdict, judge
-from dotsocr.text_lines import Box, TextLine, Word
+from dotsocr.text_lines import Box, TextLine, Word, union_box
 
 COLUMN_GAP = 1.0
 """A gap wider than this many em ends a line, the em being the font's ascent to descent
@@ -493,7 +493,7 @@ def _line(line: _Run) -> TextLine | None:
         return None
     heights = sorted(char.box[3] - char.box[1] for char in chars)
     return TextLine(
-        bbox=_union([word.bbox for word in words]),
+        bbox=union_box(word.bbox for word in words),
         text=text,
         size=heights[(len(heights) - 1) * 3 // 4],  # tall letters: capitals, ascenders
         words=words,
@@ -520,10 +520,5 @@ def _starts_word(char: _Char, before: _Char, em: float, rtl: bool) -> bool:
 
 
 def _word(chars: list[_Char], turns: int) -> Word:
-    box = _union([char.box for char in chars])
+    box = union_box(char.box for char in chars)
     return Word(_unturn(box, turns), "".join(char.text for char in chars))
-
-
-def _union(boxes: list[Box]) -> Box:
-    x1, y1, x2, y2 = zip(*boxes, strict=True)
-    return (min(x1), min(y1), max(x2), max(y2))

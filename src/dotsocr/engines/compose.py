@@ -27,11 +27,10 @@ from dotsocr.engines.paragraphs import (
     overlap,
     paragraphs,
     rows,
-    union_box,
 )
 from dotsocr.engines.reading_order import reading_order
-from dotsocr.layout import FURNITURE
-from dotsocr.text_lines import Box, Region, TextLine
+from dotsocr.layout import FURNITURE, box_area
+from dotsocr.text_lines import Box, Region, TextLine, intersection, union_box
 
 REGION_SHARE = 0.5
 # A "picture" holding this many words in lines of at least PROSE_LINE_WORDS is text.
@@ -148,12 +147,12 @@ def _assign(lines: list[TextLine], regions: list[Region]) -> dict[int | None, li
     """Lines by the index of the region holding most of each (None: no region does)."""
     pools: dict[int | None, list[TextLine]] = {}
     for line in lines:
-        least = REGION_SHARE * max(_area(line.bbox), 1e-6)
+        least = REGION_SHARE * max(box_area(line.bbox), 1e-6)
         # most of the line wins; between equals, the smaller (more specific) region
         held = [
-            (covered, -_area(region.bbox), index)
+            (covered, -box_area(region.bbox), index)
             for index, region in enumerate(regions)
-            if (covered := _area(_intersection(line.bbox, region.bbox))) >= least
+            if (covered := box_area(intersection(line.bbox, region.bbox))) >= least
         ]
         pools.setdefault(max(held)[2] if held else None, []).append(line)
     return pools
@@ -413,14 +412,6 @@ def _ordered(drafts: list[_Draft], width: int, height: int) -> list[_Draft]:
 
 
 # Geometry
-
-
-def _area(box: Box) -> float:
-    return max(box[2] - box[0], 0.0) * max(box[3] - box[1], 0.0)
-
-
-def _intersection(a: Box, b: Box) -> Box:
-    return (max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3]))
 
 
 def _rows_box(rows: list[Row]) -> Box:

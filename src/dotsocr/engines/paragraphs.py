@@ -17,7 +17,7 @@ import statistics
 from dataclasses import dataclass
 from functools import cached_property
 
-from dotsocr.text_lines import Box, TextLine
+from dotsocr.text_lines import Box, TextLine, union_box
 
 SAME_ROW = 0.5
 """Two pieces of text are on one row when they overlap by this share of the taller one."""
@@ -261,12 +261,3 @@ def box_height(box: Box) -> float:
 def overlap(a: Box, b: Box, axis: int) -> float:
     """How far ``a`` and ``b`` overlap along ``axis`` (0: x, 1: y); negative when apart."""
     return min(a[axis + 2], b[axis + 2]) - max(a[axis], b[axis])
-
-
-def union_box(boxes: list[Box]) -> Box:
-    return (
-        min(b[0] for b in boxes),
-        min(b[1] for b in boxes),
-        max(b[2] for b in boxes),
-        max(b[3] for b in boxes),
-    )

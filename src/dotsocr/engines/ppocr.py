@@ -25,7 +25,7 @@ from typing import Any
 from PIL import Image
 
 from dotsocr.errors import ConfigError, EngineError
-from dotsocr.text_lines import Box, TextLine, Word
+from dotsocr.text_lines import Box, TextLine, Word, union_box
 
 # PP-OCRv6 gains nothing from more than about 150 DPI (its recogniser scales every line
 # to 48 pixels high) and its detector's time grows with the image's area: a 7-point
@@ -174,7 +174,7 @@ def _paddle_words(text: str, pieces: Any) -> list[Word]:
         latin = not any(_is_cjk(char) for char in piece_text)
         if words and joinable and latin and not spaced:
             last = words[-1]
-            words[-1] = Word(_union(last.bbox, box), last.text + piece_text)
+            words[-1] = Word(union_box((last.bbox, box)), last.text + piece_text)
         else:
             words.append(Word(box, piece_text))
         joinable = latin
@@ -199,7 +199,3 @@ def _quad_height(quad: Any) -> float:
     left = ((x3 - x0) ** 2 + (y3 - y0) ** 2) ** 0.5
     right = ((x2 - x1) ** 2 + (y2 - y1) ** 2) ** 0.5
     return (left + right) / 2
-
-
-def _union(a: Box, b: Box) -> Box:
-    return (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))

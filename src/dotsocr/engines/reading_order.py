@@ -15,7 +15,7 @@ out when looking for cuts and then follow the part nearest to them.
 
 from __future__ import annotations
 
-from dotsocr.text_lines import Box
+from dotsocr.text_lines import Box, Span, span_distance
 
 SLACK_X = 0.02
 """Each box gives up this share of the page's width on its left and right when looking
@@ -33,8 +33,6 @@ SPECK_AREA = 1e-4
 """Boxes smaller than this share of the page (a 27-pixel square at 200 DPI) are specks."""
 SPECK_THIN = 0.003
 """So are boxes thinner than this share of the page's larger side: rules, bars, a "|"."""
-
-Span = tuple[float, float]
 
 
 def reading_order(boxes: list[Box], width: float, height: float) -> list[int]:
@@ -172,10 +170,6 @@ def _with_specks(
         if i in placed:
             continue
         middle = (cores[i][axis] + cores[i][axis + 2]) / 2
-        nearest = min(range(len(spans)), key=lambda k: _distance(middle, spans[k]))
+        nearest = min(range(len(spans)), key=lambda k: span_distance(middle, spans[k]))
         groups[nearest].append(i)
     return groups
-
-
-def _distance(point: float, span: Span) -> float:
-    return max(span[0] - point, point - span[1], 0.0)

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from dotsocr.text_lines import Box, Region
+from dotsocr.layout import box_area
+from dotsocr.text_lines import Box, Region, intersection
 
 CDLA_CATEGORIES: dict[str, str] = {
     "text": "Text",
@@ -88,7 +89,7 @@ class LayoutModel:
             )
             if score >= self.min_score and name in CDLA_CATEGORIES
         ]
-        return _drop_repeats([r for r in regions if _area(r.bbox) > 0])
+        return _drop_repeats([r for r in regions if box_area(r.bbox) > 0])
 
 
 _shared: LayoutModel | None = None
@@ -137,14 +138,9 @@ def _clip(box: Box, size: tuple[int, int]) -> Box:
     )
 
 
-def _area(box: Box) -> float:
-    return max(0.0, box[2] - box[0]) * max(0.0, box[3] - box[1])
-
-
 def _inside(a: Box, b: Box) -> float:
     """The share of box ``a`` that lies inside box ``b``."""
-    inner = (max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3]))
-    return _area(inner) / _area(a)
+    return box_area(intersection(a, b)) / box_area(a)
 
 
 def _repeats(weaker: Region, stronger: Region) -> bool:

@@ -13,7 +13,7 @@ import itertools
 import statistics
 from dataclasses import dataclass
 
-from dotsocr.text_lines import TextLine, Word
+from dotsocr.text_lines import TextLine, Word, span_distance
 
 ROW_TOLERANCE = 0.5
 """Words whose centres differ by less than this share of the text height share a row."""
@@ -183,12 +183,8 @@ def _span(run: _Run, columns: list[tuple[float, float]]) -> tuple[int, int]:
     if hit:
         return hit[0], hit[-1]
     centre = (run.x1 + run.x2) / 2
-    nearest = min(range(len(columns)), key=lambda i: _distance(centre, columns[i]))
+    nearest = min(range(len(columns)), key=lambda i: span_distance(centre, columns[i]))
     return nearest, nearest
-
-
-def _distance(x: float, span: tuple[float, float]) -> float:
-    return max(span[0] - x, 0.0, x - span[1])
 
 
 def _html(grid: list[list[_Cell]], width: int) -> str:
