@@ -2,10 +2,10 @@
 
 The cases and their PDFs are olmOCR-bench's sample (corpus/olmocr); the checks follow
 its rules (text present in, or absent from, the Markdown, whitespace and quotes
-normalised, a little fuzziness; a look at only the first or last characters where the
-case says). Cases the embedded engine cannot meet (text drawn as graphics, the header and
-footer lines of a single page, a sentence it misreads) are left out: 22 of the sample's 30 present/absent cases are met (bench/cpu_engine.py counts them
-all, with the order cases).
+normalised, a little fuzziness; only the first or last characters where the case says).
+Cases the embedded engine cannot meet (text drawn as graphics, the header and footer
+lines of a single page, a sentence it misreads) are left out: 22 of the sample's 30
+present/absent cases are met (bench/cpu_engine.py counts them all, with the order cases).
 """
 
 from __future__ import annotations
