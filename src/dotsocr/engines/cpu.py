@@ -181,7 +181,6 @@ class _PageReading:
         self.orientation = 0
         self.enlarge = 1  # Tesseract reads small print enlarged this many times
         self.text_layer: str | None = None  # "used", or why not; None: a page without one
-        self.layer: Any = None  # the page's text layer, in the image's pixels
         self.answer = ""
 
     @contextmanager
@@ -206,7 +205,7 @@ class _PageReading:
             if task != "grounding":
                 regions = self._regions(image)
                 if self.engine.text_layer != "only":  # only: no OCR, even there
-                    lines += self._ocr_the_rest(image, lines, regions)
+                    lines += self._ocr_empty_regions(image, lines, regions)
         else:
             image, lines = self._ocr(image)
             if task != "grounding":
@@ -232,7 +231,6 @@ class _PageReading:
             if g.resized_width != g.width:
                 layer = layer.scaled(g.resized_width / g.width)
             verdict = layer.verdict(self.page.image)
-        self.layer = layer
         self.text_layer = "used" if verdict.trusted else verdict.reason
         if not verdict.trusted:
             if use == "only":
@@ -335,12 +333,11 @@ class _PageReading:
         lines = self.engine.tesseract.read(larger, self.dpi * self.enlarge)
         return [line.scaled(1 / self.enlarge) for line in lines]
 
-    def _ocr_the_rest(
+    def _ocr_empty_regions(
         self, image: Image.Image, lines: list[TextLine], regions: list[Region]
     ) -> list[TextLine]:
-        """Lines OCRed where a trusted text layer has nothing: text regions without its
-        text, and print-like ink it does not cover (a picture of text on a born-digital
-        page)."""
+        """Lines OCRed in the text regions where a trusted text layer has nothing: a
+        picture of text on a born-digital page."""
         empty = [
             r.bbox for r in regions
             if r.category in TEXT_REGIONS and not any(_within(ln.bbox, r.bbox) for ln in lines)
@@ -352,10 +349,10 @@ class _PageReading:
             if x2 - x1 < MIN_OCR_SIDE or y2 - y1 < MIN_OCR_SIDE:
                 continue
             if any(_within(line.bbox, box) for line in found):
-                continue  # a region and the ink around it: read once
+                continue  # overlapping regions: read once
             with self.step("ocr"):
                 crop = self._recognise(reader, image.crop((x1, y1, x2, y2)))
-            # Read surely, or not at all: ink beside a sound text layer may be a photo.
+            # Read surely, or not at all: what the layout model took for text may be a photo.
             found += [ln.shifted(x1, y1) for ln in crop if (ln.confidence or 0) >= GOOD_CONFIDENCE]
         if found:
             self.readers.append(reader)
