@@ -182,7 +182,7 @@ def test_text_layer_never_ocrs_and_only_refuses_pages_without_one(data, corpus):
     page = first_page(data / "multi_page.pdf", text_layer=True)
     answer, parsed = read(page, text_layer="never")
     assert answer.details["recogniser"] == "tesseract lstm"
-    assert answer.details["text_layer"] == "not used (--text-layer never)"
+    assert answer.details["text_layer"] == "not read (--text-layer never)"
     assert "The Evolution of the Word Processor" in text_of(parsed)
     scan = first_page(corpus / "olmocr/tests/gnarly_pdfs/newspaper.pdf", text_layer=True)
     with pytest.raises(EngineError, match=r"^invisible text layer \(an earlier OCR\): "

@@ -200,7 +200,7 @@ def test_the_cpu_engine_says_its_recogniser_and_orientation(tmp_path):
     reading = doc["pages"][0]["reading"]
     assert reading["engine"].startswith("tesseract 5") and doc["model"] == "tesseract"
     assert reading["recogniser"] == "tesseract lstm (eng)" and reading["orientation"] == 0
-    assert reading["text_layer"] == "not used (--text-layer never)"
+    assert reading["text_layer"] == "not read (--text-layer never)"
     assert set(reading["steps"]) == {"ocr", "layout", "compose"}  # read surely: no OSD
 
 

@@ -220,7 +220,7 @@ class _PageReading:
         """The page's own text in the image's pixels, when it is to be used and trusted."""
         use, layer = self.engine.text_layer, self.page.text_layer
         if use == "never":
-            self.text_layer = None if layer is None else "not used (--text-layer never)"
+            self.text_layer = "not read (--text-layer never)"
             return None
         if layer is None:
             if use == "only":
