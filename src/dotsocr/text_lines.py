@@ -7,11 +7,20 @@ are ``(x1, y1, x2, y2)`` in the pixels of the image being read, origin top left.
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 Box = tuple[float, float, float, float]
 Span = tuple[float, float]
+
+
+def ideographic(char: str, hangul: bool = False) -> bool:
+    """A Chinese or Japanese character or full-width punctuation: written without spaces
+    between words (Korean, ``hangul``, spaces its words, but PP-OCR boxes its letters
+    one by one all the same)."""
+    prefixes = ("CJK", "HIRAGANA", "KATAKANA", "FULLWIDTH", "IDEOGRAPHIC")
+    return unicodedata.name(char, "").startswith((*prefixes, "HANGUL") if hangul else prefixes)
 
 
 def union_box(boxes: Iterable[Box]) -> Box:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import re
 import statistics
-import unicodedata
 from dataclasses import dataclass, field
 
 from dotsocr.engines import tables
@@ -30,7 +29,7 @@ from dotsocr.engines.paragraphs import (
 )
 from dotsocr.engines.reading_order import reading_order
 from dotsocr.layout import FURNITURE, box_area
-from dotsocr.text_lines import Box, Region, TextLine, intersection, union_box
+from dotsocr.text_lines import Box, Region, TextLine, ideographic, intersection, union_box
 
 REGION_SHARE = 0.5
 # A "picture" holding this many words in lines of at least PROSE_LINE_WORDS is text.
@@ -393,17 +392,11 @@ def _join(rows: list[str]) -> str:
         elif text[-1] in _HYPHENS and len(text) > 1 and text[-2].isalnum():
             # "infor-" "mation" is one word; "COVID-" "19" and "Marie-" "Curie" keep theirs
             text = text[:-1] + row if text[-2].islower() and row[0].islower() else text + row
-        elif _cjk(text[-1]) or _cjk(row[0]):
+        elif ideographic(text[-1]) or ideographic(row[0]):
             text += row
         else:
             text += " " + row
     return text
-
-
-def _cjk(char: str) -> bool:
-    """Chinese and Japanese characters and their punctuation; Korean spaces its words."""
-    name = unicodedata.name(char, "")
-    return name.startswith(("CJK", "HIRAGANA", "KATAKANA", "FULLWIDTH", "IDEOGRAPHIC"))
 
 
 def _ordered(drafts: list[_Draft], width: int, height: int) -> list[_Draft]:

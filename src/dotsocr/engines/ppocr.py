@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import queue
 import threading
-import unicodedata
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Any
 from PIL import Image
 
 from dotsocr.errors import ConfigError, EngineError
-from dotsocr.text_lines import Box, TextLine, Word, union_box
+from dotsocr.text_lines import Box, TextLine, Word, ideographic, union_box
 
 # PP-OCRv6 gains nothing from more than about 150 DPI (its recogniser scales every line
 # to 48 pixels high) and its detector's time grows with the image's area: a 7-point
@@ -171,7 +170,7 @@ def _paddle_words(text: str, pieces: Any) -> list[Word]:
         spaced = found < 0 or found > position
         position = position if found < 0 else found + len(piece_text)
         box = _quad_box(quad)
-        latin = not any(_is_cjk(char) for char in piece_text)
+        latin = not any(ideographic(char, hangul=True) for char in piece_text)
         if words and joinable and latin and not spaced:
             last = words[-1]
             words[-1] = Word(union_box((last.bbox, box)), last.text + piece_text)
@@ -179,12 +178,6 @@ def _paddle_words(text: str, pieces: Any) -> list[Word]:
             words.append(Word(box, piece_text))
         joinable = latin
     return words
-
-
-def _is_cjk(char: str) -> bool:
-    """Chinese, Japanese and Korean letters and full-width punctuation: words on their own."""
-    name = unicodedata.name(char, "")
-    return name.startswith(("CJK", "HIRAGANA", "KATAKANA", "HANGUL", "FULLWIDTH", "IDEOGRAPHIC"))
 
 
 def _quad_box(quad: Any) -> Box:
