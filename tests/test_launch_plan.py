@@ -41,6 +41,7 @@ CARDS = [
 
 
 def _plan(gib: int, cc: tuple[int, int], **options) -> object:
+    options.setdefault("cpu_cores", 32)  # a GPU server's host, whatever runs the tests
     return plan(Card("card", gib * GIB, None, cc), PlanOptions(**options))
 
 
@@ -160,6 +161,74 @@ def test_user_flags_replace_planned_ones():
     assert "--no-enable-prefix-caching" not in args
 
 
+@pytest.mark.parametrize(("name", "gib", "cc"), [c for c in CARDS if c[1] >= 40])
+def test_a_big_card_gets_two_api_servers_and_says_why(name, gib, cc):
+    p = _plan(gib, cc)
+    choice = next(c for c in p.choices if c.flag == "--api-server-count")
+    assert choice.value == "2"
+    assert "API server" in choice.reason and "2 per GPU" in choice.reason
+    assert "would keep" not in choice.reason  # 32 cores: not capped
+
+
+def test_api_servers_scale_with_the_gpus_one_server_spans():
+    h100 = Card("H100", 80 * GIB, None, (9, 0), count=4)
+    dp = plan(h100, PlanOptions(cpu_cores=64))
+    assert dp.value("--data-parallel-size") == "4" and dp.value("--api-server-count") == "8"
+    assert "4 fast cards" in next(c.reason for c in dp.choices if c.flag == "--api-server-count")
+    replicas = plan(h100, PlanOptions(cpu_cores=64, multi_gpu="replicas"))
+    assert len(replicas.servers) == 4 and replicas.value("--api-server-count") == "2"
+
+
+@pytest.mark.parametrize(("name", "gib", "cc"), [c for c in CARDS if c[1] < 40])
+def test_small_cards_keep_one_api_server(name, gib, cc):
+    assert _plan(gib, cc).value("--api-server-count") is None
+    dp = plan(Card(name, gib * GIB, None, cc, count=4), PlanOptions(cpu_cores=64))
+    assert dp.value("--api-server-count") is None  # vLLM's own: one per data-parallel rank
+
+
+def test_the_cpu_plan_and_old_big_cards_keep_one_api_server():
+    assert plan_cpu(PlanOptions(cpu_cores=64)).value("--api-server-count") is None
+    assert _plan(48, (7, 5)).value("--api-server-count") is None  # e.g. a Quadro RTX 8000
+
+
+def test_api_servers_stay_within_the_hosts_cores():
+    # One core per GPU for its engine process and one spare: 3 cores leave one API server.
+    assert _plan(80, (9, 0), cpu_cores=3).value("--api-server-count") is None
+    assert _plan(80, (9, 0), cpu_cores=4).value("--api-server-count") == "2"
+    h100 = Card("H100", 80 * GIB, None, (9, 0), count=4)
+    capped = plan(h100, PlanOptions(cpu_cores=12))
+    assert capped.value("--api-server-count") == "7"  # 12 - 4 - 1, not 8
+    reason = next(c.reason for c in capped.choices if c.flag == "--api-server-count")
+    assert "would keep 4 fast cards fed" in reason and "12 cores" in reason
+    # Never fewer than vLLM's default of one per data-parallel rank: then no flag at all.
+    assert plan(h100, PlanOptions(cpu_cores=9)).value("--api-server-count") is None
+    replicas = plan(h100, PlanOptions(cpu_cores=12, multi_gpu="replicas"))
+    assert replicas.value("--api-server-count") is None  # 7 spare cores over 4 servers
+
+
+def test_api_servers_default_to_the_cores_this_process_may_use(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(64)), raising=False)
+    assert plan(Card("H100", 80 * GIB, None, (9, 0))).value("--api-server-count") == "2"
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    assert plan(Card("H100", 80 * GIB, None, (9, 0))).value("--api-server-count") is None
+
+
+def test_your_api_server_count_replaces_the_planned_one():
+    p = _plan(80, (9, 0)).with_flags(["--api-server-count", "6"])
+    assert p.args().count("--api-server-count") == 1 and p.value("--api-server-count") == "6"
+    assert next(c.reason for c in p.choices if c.flag == "--api-server-count") == "yours"
+    p = _plan(80, (9, 0)).with_flags(["--api-server-count=1"])
+    assert p.args().count("--api-server-count") == 1 and p.value("--api-server-count") == "1"
+
+
+def test_the_mm_processor_cache_stays_off_with_several_api_servers():
+    h100 = Card("H100", 80 * GIB, None, (9, 0), count=4)
+    for p in (_plan(80, (9, 0)), plan(h100, PlanOptions(cpu_cores=64)), _plan(24, (8, 9))):
+        choice = next(c for c in p.choices if c.flag == "--mm-processor-cache-gb")
+        assert choice.value == "0" and "every API server" in choice.reason
+    assert plan_cpu().value("--mm-processor-cache-gb") == "0"
+
+
 def test_the_cpu_plan_has_no_gpu_flags():
     p = plan_cpu()
     assert p.value("--dtype") is None and p.value("--gpu-memory-utilization") is None
@@ -220,7 +289,9 @@ def test_vllms_own_parser_accepts_every_plan():
         pytest.skip("no vLLM install: run scripts/setup-vllm")
     plans = [_plan(gib, cc).args() for _, gib, cc in CARDS]
     plans.append(plan(Card("L4", 24 * GIB, None, (8, 9), 2)).args())
+    plans.append(plan(Card("H100", 80 * GIB, None, (9, 0), 4), PlanOptions(cpu_cores=64)).args())
     plans.append(plan_cpu().args())
+    assert sum("--api-server-count" in args for args in plans) >= 4  # A6000, A100, H100s
     script = """
 import json, sys
 from vllm.entrypoints.launchers.cli_args import make_arg_parser
@@ -229,7 +300,8 @@ parser = make_arg_parser(FlexibleArgumentParser())
 for args in json.load(sys.stdin):
     ns = parser.parse_args(["--model", "m", *args])
     print(json.dumps([ns.max_model_len, ns.mm_processor_kwargs, ns.enable_prefix_caching,
-                      ns.quantization, ns.kv_cache_dtype]))
+                      ns.quantization, ns.kv_cache_dtype, ns.api_server_count,
+                      ns.mm_processor_cache_gb]))
 """
     result = subprocess.run(
         [server.python(), "-c", script], input=json.dumps(plans), capture_output=True, text=True
@@ -237,7 +309,9 @@ for args in json.load(sys.stdin):
     assert result.returncode == 0, result.stderr[-2000:]
     parsed = [json.loads(line) for line in result.stdout.splitlines()]
     assert len(parsed) == len(plans)
-    for args, (max_model_len, kwargs, prefix, quant, kv) in zip(plans, parsed, strict=True):
+    for args, (max_model_len, kwargs, prefix, quant, kv, api_servers, mm_cache) in zip(
+        plans, parsed, strict=True
+    ):
         assert max_model_len == int(args[args.index("--max-model-len") + 1])
         assert kwargs == json.loads(args[args.index("--mm-processor-kwargs") + 1])
         assert prefix is False
@@ -247,6 +321,12 @@ for args in json.load(sys.stdin):
         assert kv == (
             args[args.index("--kv-cache-dtype") + 1] if "--kv-cache-dtype" in args else "auto"
         )
+        assert api_servers == (
+            int(args[args.index("--api-server-count") + 1])
+            if "--api-server-count" in args
+            else None
+        )
+        assert mm_cache == 0
 
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "launch-plans.md"
@@ -256,8 +336,9 @@ TABLE_START, TABLE_END = "<!-- table: generated by tests/test_launch_plan.py -->
 def _table() -> str:
     rows = [
         "| card | GiB | cc | dtype | fp8 | util | max-model-len | pixel cap (tokens) | "
-        "max-num-seqs | batched tokens | eager | weights | vision | KV cache | KV tokens |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "max-num-seqs | batched tokens | eager | API servers | weights | vision | KV cache | "
+        "KV tokens |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, size, cc in CARDS:
         p = _plan(size, cc)
@@ -271,6 +352,7 @@ def _table() -> str:
             f"{p.value('--gpu-memory-utilization')} | {p.value('--max-model-len')} | "
             f"{p.max_pixels // 784:,} | {p.value('--max-num-seqs')} | "
             f"{p.value('--max-num-batched-tokens')} | {'yes' if size < 16 else 'no'} | "
+            f"{p.value('--api-server-count') or 1} | "
             f"{weights / GIB:.1f} | {vision / GIB:.1f} | {p.memory.kv_bytes / GIB:.1f} | "
             f"{p.memory.kv_tokens:,} |"
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -29,6 +30,10 @@ PIXEL_CAPS = (14_400, 10_000, 5_000, 3_600, 2_500)  # image tokens; 784 pixels e
 SMALL_CARD = 16 * GIB  # below this CUDA graphs cost more than they give
 BIG_CARD = 40 * GIB  # from here a prefill step can take two pages
 MAX_SEQS = 256
+# vLLM's API server process decodes each page image and runs the HF processor on it, one
+# core and ~50-100 ms a page; one H100 encodes ~4 letter pages a second at 200 DPI.
+API_SERVERS_PER_GPU = 2
+SPARE_CORES = 1  # left to the OS and the rest, beside one per GPU for its engine process
 
 Quantization = Literal["auto", "none", "fp8", "awq", "gptq"]
 PRE_QUANTIZED = ("awq", "gptq")  # 4-bit checkpoints published for the model
@@ -72,6 +77,7 @@ class PlanOptions:
     answer_tokens: int | None = None
     gpu_memory_utilization: float | None = None
     multi_gpu: MultiGPU = "data-parallel"
+    cpu_cores: int | None = None  # the server host's usable cores; None: this process's
 
 
 @dataclass(frozen=True)
@@ -312,6 +318,7 @@ def plan(card: Card, options: PlanOptions | None = None, serving: Serving = DOTS
     choices += _common_choices(options, serving, max_pixels, cap_reason)
     servers, extra = _servers(card, options)
     choices += extra
+    choices += _api_servers(card, options, len(servers))
     env = {"VLLM_API_KEY": options.api_key} if options.api_key else {}
     model = options.model or dict(options.checkpoints).get(fit.precision) or serving.hub_id
     return LaunchPlan(
@@ -338,7 +345,12 @@ def _common_choices(
         *cap,
         Choice("--limit-mm-per-prompt", json.dumps({"image": 1}), "one page per request"),
         Choice("--no-enable-prefix-caching", None, "pages share no prefix worth caching"),
-        Choice("--mm-processor-cache-gb", "0", "a page image is never sent twice"),
+        Choice(
+            "--mm-processor-cache-gb",
+            "0",
+            "a page image is never sent twice; vLLM would keep one such cache (4 GiB by "
+            "default) in every API server and engine process",
+        ),
         *(
             Choice(flag, value, serving.flag_reasons.get(flag, "the model needs it"))
             for flag, value in serving.flags.items()
@@ -511,6 +523,41 @@ def _servers(card: Card, options: PlanOptions) -> tuple[tuple[Server, ...], list
             f"one endpoint over {card.count} GPUs; tensor parallelism is pointless for a 3B model",
         ),
     ]
+
+
+def _api_servers(card: Card, options: PlanOptions, servers: int) -> list[Choice]:
+    """``--api-server-count`` for a fast card: API_SERVERS_PER_GPU for each GPU a server
+    spans, within the host's cores; none where vLLM's own default (one, or one per
+    data-parallel rank) would do as well. An unknown compute capability counts as new, as
+    it does for --dtype."""
+    cc = card.compute_capability
+    if card.total_bytes < BIG_CARD or (cc is not None and cc < (8, 0)):
+        return []  # a smaller or older card encodes slower than one API process feeds it
+    gpus = card.count // servers  # a data-parallel server spans them all; a replica one
+    cores = options.cpu_cores or _host_cores()
+    spare = cores - card.count - SPARE_CORES  # one core per GPU for its engine process
+    count = min(API_SERVERS_PER_GPU * gpus, spare // servers)
+    if count <= gpus:  # vLLM 0.32 starts one API process per data-parallel rank
+        return []
+    fed = "a fast card" if gpus == 1 else f"{gpus} fast cards"
+    why = f"{API_SERVERS_PER_GPU} per GPU keep {fed} fed"
+    if count < API_SERVERS_PER_GPU * gpus:
+        why = (
+            f"{API_SERVERS_PER_GPU} per GPU would keep {fed} fed; {count} here: {cores} "
+            f"cores, less {card.count} for the engine processes and {SPARE_CORES} spare"
+        )
+    reason = (
+        "image decoding and the HF processor run in the API server, ~50-100 ms a page on "
+        f"one core: {why}"
+    )
+    return [Choice("--api-server-count", str(count), reason)]
+
+
+def _host_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # what this process (or its container) may use
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
 
 
 def _round_up(n: int, step: int) -> int:
