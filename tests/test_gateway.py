@@ -26,6 +26,7 @@ import httpx
 import pytest
 from PIL import Image
 
+from dotsocr.models import get_profile
 from gateway_support import (
     SAMPLE,
     TITLE,
@@ -672,3 +673,30 @@ def test_sync_parse_against_real_vllm(vllm_server, corpus, tmp_path):
         assert page["status"] != "failed" or "\n" not in (page["error"] or "")
     finally:
         gateway.stop()
+
+
+def descendants(pid: int) -> list[int]:
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [int(c) for c in children] + [d for c in children for d in descendants(int(c))]
+
+
+def test_pages_prepared_by_worker_processes(launch):
+    """With render processes (machines of 4+ cores have them by default), a job's pages
+    are drawn and encoded in those processes and sent as they would be from the gateway's
+    own: grey pages in one channel, every page at the model's size."""
+    with running_standin() as state:
+        gateway = launch(
+            "pooled", "--server", state.url, env={"DOTSOCR_RENDER_PROCESSES": "2"}
+        )  # fmt: skip
+        client = gateway.client()
+        done = wait_job(client, submit(client, [upload(SAMPLE)])["id"])
+        assert done["state"] == "done" and done["pages"]["done"] == 5
+        assert len(descendants(gateway.process.pid)) >= 3  # the fork server and two workers
+        sizes, modes = set(), set()
+        for request in state.requests:
+            url = request["messages"][-1]["content"][0]["image_url"]["url"]
+            image = Image.open(io.BytesIO(base64.b64decode(url.partition(",")[2])))
+            sizes.add(image.size)
+            modes.add(image.mode)
+        (size,) = sizes  # the sample's five pages are all A4
+        assert get_profile("dots.ocr").model_size(*size) == size and modes == {"RGB", "L"}

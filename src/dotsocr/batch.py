@@ -7,6 +7,7 @@ finishes, so a rerun reads only what is not done yet (see ``ResultWriter``).
 
 from __future__ import annotations
 
+import asyncio
 import glob
 import hashlib
 import json
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from dotsocr.document import DocumentOptions
+from dotsocr.document.encoding import ImageFormat
 from dotsocr.document.sources import input_problem, walk_folder
 from dotsocr.engines.choice import EngineSettings, open_engine
 from dotsocr.errors import ConfigError, NotADocument, OutputError
@@ -51,6 +53,7 @@ class BatchOptions:
     engine: EngineSettings = field(default_factory=EngineSettings)
     include_furniture: bool = False
     force: bool = False
+    image_format: ImageFormat = "png"  # how pages go to a server
 
 
 class Reporter(Protocol):
@@ -192,11 +195,15 @@ async def run_batch(options: BatchOptions, profile: ModelProfile, reporter: Repo
             concurrency=options.engine.concurrency or getattr(engine, "threads", None) or 64,
             document=options.document,
             keep_images=writer is not None and bool({"md", "png"} & options.formats),
+            image_format=options.image_format,
         )
         pipeline = Pipeline(engine, profile, pipeline_options)
         async with aclosing(pipeline.run(sources)) as events:  # stopped before the engine
             async for event in events:
-                _handle(event, inputs[event.key], sources[event.key], writer, summary, reporter)
+                # Writing (JSON, crops, the fsynced journal) is off the event loop, which
+                # meanwhile keeps the server's requests going; events are handled in order.
+                item, source = inputs[event.key], sources[event.key]
+                await asyncio.to_thread(_handle, event, item, source, writer, summary, reporter)
     summary.seconds = time.perf_counter() - started
     return summary
 
@@ -347,4 +354,6 @@ def _fingerprint(options: BatchOptions, profile: ModelProfile, engine: Any) -> s
         else f"embedded {options.engine.languages} text layer {options.engine.text_layer}",
         "furniture": options.include_furniture,
     }
+    if options.image_format != "png":  # lossy pages read differently; png keeps old outputs
+        settings["image_format"] = options.image_format
     return json.dumps(settings, sort_keys=True, default=str)

@@ -65,6 +65,10 @@ class GatewaySettings(BaseSettings):
     max_pixels: Annotated[
         int | None, Field(description="the model server's pixel cap (dotsocr plan prints it)")
     ] = None
+    image_format: Annotated[
+        Literal["png", "jpeg"],
+        Field(description="pages go to the server as png (lossless) or jpeg (lossy, unmeasured)"),
+    ] = "png"
 
     # Where and how it listens and keeps jobs.
     host: str = "127.0.0.1"

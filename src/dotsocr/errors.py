@@ -40,6 +40,9 @@ class DocumentError(DotsOCRError):
         self.reason = message
         super().__init__(f"{source}: {message}")
 
+    def __reduce__(self) -> tuple:  # pickled whole, from the processes that render pages
+        return type(self), (self.source, self.reason)
+
 
 class EmptyDocument(DocumentError):
     """The file has zero bytes."""

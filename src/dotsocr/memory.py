@@ -16,7 +16,7 @@ _M_MMAP_THRESHOLD = -3
 _M_ARENA_MAX = -8
 
 
-def tune_malloc(mmap_threshold: int = 1 << 17, arenas: int = 2) -> bool:
+def tune_malloc(mmap_threshold: int = 4194304, arenas: int = 2) -> bool:
     """Serve big blocks from mmap (given back on free) and cap the heaps; glibc only."""
     if not sys.platform.startswith("linux"):
         return False

@@ -11,21 +11,27 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from PIL import Image
 
-from dotsocr.document import Document, DocumentOptions, Page, open_document
+from dotsocr.document import Document, DocumentOptions, Page, PageFailure, SentSize, open_document
+from dotsocr.document.encoding import ImageFormat, decode_data_url
 from dotsocr.document.ink import has_ink
 from dotsocr.engines.base import Engine, EngineAnswer, reads_text_layer
 from dotsocr.errors import DotsOCRError, EngineError, PageTooExtreme
 from dotsocr.furniture import mark_running_furniture
+from dotsocr.host import usable_cores
 from dotsocr.layout import BBox, Cell, DocumentResult, PageResult, PageStatus, Reading
 from dotsocr.models import ModelProfile, estimate_text_tokens
 from dotsocr.models.base import ChatRequest, Geometry, PreparedPage
+from dotsocr.sending import RenderPool, RenderRequest, Sent, prepare_to_send, render_pool
 
 NO_TEXT = (
     "the page has ink but no text was read: look at it (a picture of text, a page turned "
@@ -51,8 +57,9 @@ class PipelineOptions:
     temperatures: tuple[float, ...] = (0.1, 0.3, 0.6)  # one attempt each, warmer each time
     fallback_task: str | None = "ocr"  # plain text when layout answers stay unusable
     document: DocumentOptions = field(default_factory=DocumentOptions)
-    render_ahead: int = 2  # pages rendered and waiting for a free slot: memory stays flat
+    render_ahead: int = 2  # pages rendered and waiting to be prepared: memory stays flat
     keep_images: bool = True  # hand page images on with PageDone (for crops and drawings)
+    image_format: ImageFormat = "png"  # how pages are sent to a server (document.encoding)
 
 
 @dataclass
@@ -88,6 +95,7 @@ class _Work:
     page: Page | None
     index: int
     error: str | None = None  # why the page could not be rendered
+    sent: Sent | None = None  # prepared by a worker process
 
 
 @dataclass
@@ -111,6 +119,19 @@ class _Plan:
 
 class _Misread(Exception):
     """The answer cannot be placed on the page (the server resized it beyond explaining)."""
+
+
+def sent_size(engine: Engine, profile: ModelProfile) -> SentSize | None:
+    """The model's sizing, for pages drawn straight at the size they are sent at.
+
+    Only for profiles sized by smart_resize, which keeps any size it gave: ``prepare``
+    then has nothing left to do, and the tokens are those of the page at its frame size.
+    Other families size pages their own way, and the embedded engine reads any size: they
+    get the frame.
+    """
+    if getattr(engine, "reads_any_size", False):
+        return None
+    return profile.model_size if getattr(profile, "server_smart_resizes", False) else None
 
 
 def unexpected(exc: BaseException, doing: str) -> str:
@@ -139,6 +160,10 @@ class Pipeline:
         self.engine = engine
         self.profile = profile
         self.options = options or PipelineOptions()
+        # Pages rendered and not yet prepared (sized and encoded): those waiting, and one
+        # being prepared on each core. Held from before a page is rendered until then.
+        self._window = asyncio.Semaphore(self.options.render_ahead + usable_cores())
+        self._in_window: set[int] = set()  # id() of the pages holding a place
 
     async def run(self, sources: Iterable[Source]) -> AsyncIterator[Event]:
         """Yield events as pages finish; every source ends with one DocumentDone."""
@@ -203,12 +228,21 @@ class Pipeline:
         if not todo:
             await events.put(self._finished(key, documents))
             return
+        pool = render_pool() if isinstance(source.data, Path) and document.sent_size else None
+        if pool is not None:
+            await self._render_in(pool, key, source, document, todo, work)
+            return
         pages = document.pages(skip=kept)
         for position in range(len(todo)):
+            await self._window.acquire()
             try:
                 page = await asyncio.to_thread(next, pages, None)
             except Exception as exc:  # the renderer broke down: no page comes after this
                 page = exc
+            if isinstance(page, Page):
+                self._in_window.add(id(page))
+            else:  # nothing to prepare
+                self._window.release()
             if page is None or isinstance(page, Exception):
                 why = unexpected(page, "rendering it") if page else "the document gave no such page"
                 for lost in todo[position:]:
@@ -220,11 +254,53 @@ class Pipeline:
             else:
                 await work.put(_Work(key, source.name, None, page.index, str(page.error)))
 
+    async def _render_in(self, pool: RenderPool, key, source, document, todo, work) -> None:
+        """The pages rendered and prepared by worker processes, several at once (as many
+        as the window holds), and queued in order."""
+        reads_pixels = self.engine.reads_pixels
+        request = functools.partial(
+            RenderRequest, source.data, source.name, document.options,
+            profile=self.profile, image_format=self.options.image_format,
+            encode=not reads_pixels, pixels=reads_pixels or self.options.keep_images,
+        )  # fmt: skip
+        pending: deque[tuple[int, Future]] = deque()
+
+        async def queue_oldest() -> None:
+            index, future = pending.popleft()
+            try:
+                page, sent = await asyncio.wrap_future(future)
+            except Exception as exc:  # a worker died, or a bug of ours: this page fails
+                page, sent = exc, None
+            if isinstance(page, Page):
+                self._in_window.add(id(page))
+                await work.put(_Work(key, source.name, page, index, sent=sent))
+                return
+            self._window.release()  # nothing to prepare
+            error = (
+                str(page.error)
+                if isinstance(page, PageFailure)
+                else f"{source.name}: page {index + 1}: {unexpected(page, 'rendering it')}"
+            )
+            await work.put(_Work(key, source.name, None, index, error))
+
+        try:
+            for index in todo:
+                while pending and (self._window.locked() or pending[0][1].done()):
+                    await queue_oldest()
+                await self._window.acquire()
+                pending.append((index, pool.submit(request(index=index))))
+            while pending:
+                await queue_oldest()
+        finally:
+            for _, future in pending:  # cancelled: the workers need not draw them
+                future.cancel()
+
     def _open(self, source: Source) -> Document:
         options = self.options.document.within(
             self.profile.max_pixels, reads_text_layer(self.engine)
         )
-        return open_document(source.data, options, name=source.name)
+        sized = sent_size(self.engine, self.profile)
+        return open_document(source.data, options, name=source.name, sent_size=sized)
 
     async def _worker(self, work, events, documents: dict[int, _Open]) -> None:
         try:
@@ -255,9 +331,10 @@ class Pipeline:
         )
         return DocumentDone(key, result)
 
-    async def read_page(self, page: Page) -> PageResult:
-        """One page through the ladder, timed: for callers that schedule pages themselves."""
-        return await self._page(_Work(0, "", page, page.index))
+    async def read_page(self, page: Page, sent: Sent | None = None) -> PageResult:
+        """One page through the ladder, timed: for callers that schedule pages themselves
+        (``sent``: the page as a worker process prepared it, ``sending.RenderPool``)."""
+        return await self._page(_Work(0, "", page, page.index, sent=sent))
 
     async def _page(self, item: _Work) -> PageResult:
         """The page's result; never an exception."""
@@ -268,7 +345,7 @@ class Pipeline:
             )  # fmt: skip
         started = time.perf_counter()
         try:
-            result = await self._ladder(item.page)
+            result = await self._ladder(item.page, item.sent)
         except Exception as exc:  # a bug of ours: this page fails with the reason, not the run
             page = item.page
             result = PageResult(
@@ -293,14 +370,14 @@ class Pipeline:
             steps.append((fallback, self.profile.temperature))
         return main, steps, notes
 
-    async def _ladder(self, page: Page) -> PageResult:
+    async def _ladder(self, page: Page, sent: Sent | None = None) -> PageResult:
         """Parse, repair, retry warmer, fall back to plain text, or fail keeping the answer."""
         main, steps, notes = self._steps()
         notes = [*page.notes, *notes]  # what rendering did: repaired, rendered smaller
         base = {"index": page.index, "width": page.width, "height": page.height, "dpi": page.dpi}
         tokens = [0, 0]
         try:
-            plan = await self._prepare(page, {task for task, _ in steps})
+            plan = await self._prepare(page, {task for task, _ in steps}, sent)
         except (EngineError, PageTooExtreme) as exc:
             return PageResult(**base, status=PageStatus.FAILED, error=str(exc), notes=notes)
         prepared = plan.prepared
@@ -425,8 +502,9 @@ class Pipeline:
         )
         return Geometry(geometry.width, geometry.height, *size), size
 
-    async def _prepare(self, page: Page, tasks: set[str]) -> _Plan:
-        """Size and encode the page once for every step of its ladder.
+    async def _prepare(self, page: Page, tasks: set[str], sent: Sent | None) -> _Plan:
+        """Size and encode the page once for every step of its ladder (``sent``: a worker
+        process did, for the model's own budget).
 
         Planned for each task the ladder may ask, keeping the smallest budgets, so that
         one image and one answer budget fit them all.
@@ -434,12 +512,12 @@ class Pipeline:
         profile = self.profile
         max_model_len = getattr(getattr(self.engine, "info", None), "max_model_len", None)
         counter = getattr(self.engine, "text_tokens", None)
+        drawn = sent.prepared.geometry.model_size if sent else page.image.size
         max_pixels: int | None = None
         max_tokens: int | None = None
         counted: dict[str, int] = {}
         if max_model_len or counter:
-            size = profile.model_size(page.image.width, page.image.height)
-            geometry = Geometry(page.width, page.height, *size)
+            geometry = Geometry(page.width, page.height, *profile.model_size(*drawn))
             for task in sorted(tasks):
                 box = self.options.box if task == "grounding" else None
                 text = profile.request_text(task, geometry, box)
@@ -449,14 +527,21 @@ class Pipeline:
                 if not max_model_len:
                     continue
                 plan = profile.plan(
-                    page.image.width, page.image.height,
-                    text_tokens=count or estimate_text_tokens(text), max_model_len=max_model_len,
+                    *drawn, text_tokens=count or estimate_text_tokens(text),
+                    max_model_len=max_model_len,
                 )  # fmt: skip
                 max_pixels = min(max_pixels or plan.max_pixels, plan.max_pixels)
                 max_tokens = min(max_tokens or plan.max_tokens, plan.max_tokens)
+        if sent and (max_pixels is None or profile.model_size(*drawn, max_pixels) == drawn):
+            self._leave_window(page)
+            return _Plan(sent.prepared, max_tokens, counted, sent.ink)
 
         def build() -> tuple[PreparedPage, bool]:
-            ink = has_ink(page.image)
+            if page.image is None:  # prepared elsewhere, and the plan asks for fewer pixels
+                page.image = decode_data_url(sent.prepared.data_url())  # type: ignore[union-attr]
+            if not self.engine.reads_pixels:
+                ready = prepare_to_send(page, profile, max_pixels, self.options.image_format)
+                return ready.prepared, ready.ink
             if getattr(self.engine, "reads_any_size", False):  # no model's size to fit
                 geometry = Geometry(page.width, page.height, *page.image.size)
                 prepared = PreparedPage(page.image, geometry, 0, page.dpi)
@@ -466,13 +551,28 @@ class Pipeline:
                 )
             if page.text_layer is not None:
                 prepared = dataclasses.replace(prepared, text_layer=page.text_layer)
-            if self.engine.reads_pixels:
-                return prepared, ink
-            prepared.data_url()  # encode now, off the event loop
-            return dataclasses.replace(prepared, image=None), ink  # the data URL is what is sent
+            return prepared, has_ink(page.image)
 
-        prepared, ink = await asyncio.to_thread(build)
+        try:
+            loop = asyncio.get_running_loop()
+            prepared, ink = await loop.run_in_executor(_preparer(), build)
+        finally:
+            self._leave_window(page)
         return _Plan(prepared, max_tokens, counted, ink)
+
+    def _leave_window(self, page: Page) -> None:
+        """The page is prepared: another may be rendered."""
+        if id(page) in self._in_window:
+            self._in_window.discard(id(page))
+            self._window.release()
+
+
+@functools.cache
+def _preparer() -> ThreadPoolExecutor:
+    """The threads that size, check and encode pages, one per core, shared by every
+    pipeline of the process (the gateway makes one a page). The work is in Pillow, NumPy
+    and OpenCV, which let go of Python's lock, so the threads run in parallel."""
+    return ThreadPoolExecutor(usable_cores(), thread_name_prefix="dotsocr-prepare")
 
 
 def _read_something(cells: list[Cell]) -> bool:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 import stat
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Literal
@@ -20,7 +20,7 @@ from PIL import Image
 from pydantic import BaseModel, ConfigDict, Field
 
 from dotsocr import defaults
-from dotsocr.document import images, pdf, textlayer
+from dotsocr.document import encoding, images, pdf, textlayer
 from dotsocr.document.selection import select_pages
 from dotsocr.document.sniff import sniff
 from dotsocr.document.sources import PERMISSION_DENIED, input_problem
@@ -32,6 +32,7 @@ __all__ = [
     "DocumentOptions",
     "Page",
     "PageFailure",
+    "SentSize",
     "open_document",
     "select_pages",
 ]
@@ -79,7 +80,8 @@ class Page:
 
     ``width`` x ``height`` is the coordinate frame of results: the source image's
     pixels, or the PDF page at ``dpi`` (the DPI actually used, after any pixel cap).
-    ``image`` may be smaller than the frame when a large image was capped.
+    ``image`` is at the frame's size, at the size a model is sent it (``Document``'s
+    ``sent_size``), or smaller when a large image was capped.
     """
 
     source: str
@@ -109,8 +111,17 @@ class PageFailure:
         return self.index + 1
 
 
+SentSize = Callable[[int, int], tuple[int, int]]
+"""The (width, height) a page is sent at, given its frame's (a model's sizing)."""
+
+
 class Document:
-    """An opened input. Use as a context manager; ``pages()`` renders one page at a time."""
+    """An opened input. Use as a context manager; ``pages()`` renders one page at a time.
+
+    ``sent_size``: pages are for a model that takes them at this size. Each page image
+    then comes at that size, drawn or resized once, in one grey channel when it has no
+    colour (``encoding.compact``); without it, at the frame's size, in RGB.
+    """
 
     def __init__(
         self,
@@ -119,10 +130,12 @@ class Document:
         handle: pdfium.PdfDocument | Image.Image,
         options: DocumentOptions,
         notes: list[str],
+        sent_size: SentSize | None = None,
     ) -> None:
         self.source = source
         self.kind = kind
         self.options = options
+        self.sent_size = sent_size
         self._handle = handle
         self._notes = notes
         if isinstance(handle, pdfium.PdfDocument):
@@ -136,14 +149,17 @@ class Document:
     def pages(self, skip: Collection[int] = ()) -> Iterator[Page | PageFailure]:
         """Yield the selected pages in order, rendering each only when asked for; the
         indexes in ``skip`` (pages read before) are passed over."""
-        render = self._pdf_page if self.kind == "pdf" else self._image_page
         for index in self.selected:
-            if index in skip:
-                continue
-            try:
-                yield render(index)
-            except DocumentError as exc:
-                yield PageFailure(self.source, index, exc)
+            if index not in skip:
+                yield self.page(index)
+
+    def page(self, index: int) -> Page | PageFailure:
+        """Render the page at ``index`` (0-based), selected or not."""
+        render = self._pdf_page if self.kind == "pdf" else self._image_page
+        try:
+            return render(index)
+        except DocumentError as exc:
+            return PageFailure(self.source, index, exc)
 
     def _pdf_page(self, index: int) -> Page:
         with pdf.LOCK:
@@ -160,8 +176,9 @@ class Document:
             scale = pdf.render_scale(size_pt, opts.dpi, opts.max_pixels, self.source, index + 1)
             size = (math.ceil(size_pt[0] * scale), math.ceil(size_pt[1] * scale))
             images.check_pixels(size, opts.max_image_pixels, self.source, f"page {index + 1}")
+            drawn = self.sent_size(*size) if self.sent_size else size
             try:
-                image = page.render(scale=scale, may_draw_forms=True).to_pil().convert("RGB")
+                image = pdf.render(page, drawn, compact=self.sent_size is not None)
             except pdfium.PdfiumError as exc:
                 raise CorruptDocument(
                     self.source, f"page {index + 1} cannot be rendered ({exc})"
@@ -173,9 +190,7 @@ class Document:
         notes = list(self._notes)
         if dpi < opts.dpi - 0.05:
             notes.append(f"rendered at {dpi:.0f} DPI to fit the {opts.max_pixels:,} pixel cap")
-        return Page(
-            self.source, index, image, image.width, image.height, round(dpi, 2), notes, layer
-        )
+        return Page(self.source, index, image, *size, round(dpi, 2), notes, layer)
 
     @staticmethod
     def _text_layer(page: pdfium.PdfPage, scale: float) -> TextLayer:
@@ -196,8 +211,14 @@ class Document:
             width, height = images.upright_size(handle)
             dpi = images.stated_dpi(handle)
             image = images.to_page_image(
-                handle, self.source, max_pixels=self.options.max_pixels, notes=notes
+                handle,
+                self.source,
+                max_pixels=self.options.max_pixels,
+                notes=notes,
+                sent_size=self.sent_size,
             )
+        if self.sent_size:
+            image = encoding.compact(image)
         return Page(self.source, index, image, width, height, dpi, notes)
 
     def close(self) -> None:
@@ -219,6 +240,7 @@ def open_document(
     options: DocumentOptions | None = None,
     *,
     name: str | None = None,
+    sent_size: SentSize | None = None,
 ) -> Document:
     """Open a PDF or image from a path or bytes; the type comes from the content.
 
@@ -226,6 +248,7 @@ def open_document(
         source: a file path, or the file's bytes.
         options: page selection, DPI, pixel caps, password.
         name: how messages name the input (defaults to the path, or ``<bytes>``).
+        sent_size: the size a model takes a page of a given frame size at (``Document``).
 
     Raises:
         DocumentError: the input cannot be opened, with a message that says what to do.
@@ -257,7 +280,7 @@ def open_document(
     else:
         handle, notes = images.open_image(data, label, options.max_image_pixels), []
     try:
-        return Document(label, kind, handle, options, notes)
+        return Document(label, kind, handle, options, notes, sent_size)
     except BaseException:
         with pdf.LOCK:
             handle.close()

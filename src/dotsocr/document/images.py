@@ -7,7 +7,7 @@ import math
 import re
 import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
@@ -137,32 +137,57 @@ def stated_dpi(image: Image.Image) -> float | None:
 
 
 def to_page_image(
-    image: Image.Image, source: str, *, max_pixels: int | None, notes: list[str]
+    image: Image.Image,
+    source: str,
+    *,
+    max_pixels: int | None,
+    notes: list[str],
+    sent_size: Callable[[int, int], tuple[int, int]] | None = None,
 ) -> Image.Image:
-    """Decode the current frame into an upright 8-bit RGB image of at most max_pixels.
+    """Decode the current frame into an upright 8-bit RGB image of at most max_pixels, or
+    with ``sent_size`` (a model's sizing of the capped size) at that size, resized once.
 
     Appends a note for every conversion that changes what the model sees. Call it
     inside ``decoding()``.
     """
-    if max_pixels and image.format == "JPEG":
+    upright_wh = upright_size(image)
+    capped = _fit(upright_wh, max_pixels) if max_pixels else upright_wh
+    target = sent_size(*capped) if sent_size else capped
+    if image.format == "JPEG" and target != upright_wh:
         # Let libjpeg decode at 1/2, 1/4 or 1/8 scale when the image is far too big.
-        image.draft("RGB", _fit(image.size, max_pixels))
+        swapped = upright_wh != image.size
+        image.draft("RGB", target[::-1] if swapped else target)
     image.load()
     upright = image
     orientation = _orientation(image)
     if orientation != 1:
         notes.append(f"EXIF orientation {orientation} applied")
         upright = ImageOps.exif_transpose(image)
-    if max_pixels and upright.width * upright.height > max_pixels:
-        # Shrink before colour conversion, so a huge bilevel scan never exists as RGB.
-        if upright.mode in ("1", "P"):
-            upright = upright.convert("L" if upright.mode == "1" else "RGBA")
-        target = _fit(upright.size, max_pixels)
-        notes.append(f"downscaled from {upright.width}x{upright.height} to {target[0]}x{target[1]}")
-        upright = upright.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
+    if upright.size != target:
+        if capped != upright_wh:
+            notes.append(
+                f"downscaled from {upright_wh[0]}x{upright_wh[1]} to {target[0]}x{target[1]}"
+            )
+        upright = _resized(upright, target, notes)
     rgb = _to_rgb(upright, notes)
     # The file's own frame is reused by seek() and closed with the document: never hand it out.
     return rgb.copy() if rgb is image else rgb
+
+
+def _resized(image: Image.Image, size: tuple[int, int], notes: list[str]) -> Image.Image:
+    """One resize to ``size``, before colour conversion so that a huge bilevel scan never
+    exists as RGB.
+
+    Pillow's bilinear filter widens with the scale (an antialiasing triangle over each
+    output pixel's footprint) and ``reducing_gap`` first shrinks by whole factors with a
+    box filter: for text this is as sharp as bicubic or Lanczos at a third to half their
+    time (a 600-DPI letter page to the model's size: 0.15 s in grey, against 0.38 s).
+    """
+    if image.mode in ("1", "P"):
+        image = image.convert("L" if image.mode == "1" else "RGBA")
+    elif image.mode.startswith("I;16") or image.mode in ("I", "F"):
+        image = _scale_to_8_bits(image, notes)
+    return image.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
 
 
 def _fit(size: tuple[int, int], max_pixels: int) -> tuple[int, int]:

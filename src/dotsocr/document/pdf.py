@@ -9,7 +9,10 @@ import threading
 from pathlib import Path
 
 import pypdfium2 as pdfium
+import pypdfium2.raw as pdfium_c
+from PIL import Image
 
+from dotsocr.document.encoding import grey_channel
 from dotsocr.errors import CorruptDocument, DocumentTooLarge, PasswordError
 
 POINTS_PER_INCH = 72.0
@@ -129,3 +132,21 @@ def render_scale(
 
 def _pixels(size_pt: tuple[float, float], scale: float) -> int:
     return math.ceil(size_pt[0] * scale) * math.ceil(size_pt[1] * scale)
+
+
+def render(page: pdfium.PdfPage, size: tuple[int, int], compact: bool = False) -> Image.Image:
+    """The page drawn into exactly ``size`` pixels, annotations and form fields included.
+
+    PDFium scales the page to any bitmap, so a page meant for a model is drawn at the
+    model's size in one pass, with no resize after. ``compact``: a page with no colour
+    comes back as one-channel grey (``encoding.compact``), else as RGB.
+    """
+    width, height = size
+    bitmap = pdfium.PdfBitmap.new_native(width, height, pdfium_c.FPDFBitmap_BGR)
+    bitmap.fill_rect((255, 255, 255, 255), 0, 0, width, height)
+    where = (0, 0, width, height, 0, pdfium_c.FPDF_ANNOT)
+    pdfium_c.FPDF_RenderPageBitmap(bitmap, page, *where)
+    if page.formenv:  # filled-in form fields, drawn as viewers draw them
+        pdfium_c.FPDF_FFLDraw(page.formenv, bitmap, page, *where)
+    grey = grey_channel(bitmap.to_numpy()) if compact else None
+    return Image.fromarray(grey) if grey is not None else bitmap.to_pil()

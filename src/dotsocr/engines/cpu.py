@@ -28,9 +28,9 @@ resolution set.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
-import os
 import re
 import statistics
 import threading
@@ -53,6 +53,7 @@ from dotsocr.engines.recognisers import choose, tesseract_codes
 from dotsocr.engines.regions import model_path, shared_model
 from dotsocr.engines.tesseract import MIN_TURN_CONFIDENCE, Tesseract, osd
 from dotsocr.errors import ConfigError, EngineError
+from dotsocr.host import usable_cores
 from dotsocr.models.base import ChatRequest, PreparedPage
 from dotsocr.text_lines import Box, Region, TextLine
 
@@ -116,7 +117,7 @@ class CPUEngine:
         self.text_layer = text_layer
         self.reads_text_layer = text_layer != "never"  # documents need not extract it
         self.tesseract = Tesseract(tesseract_codes(languages))
-        self.threads = threads or os.cpu_count() or 1
+        self.threads = threads or usable_cores()
         self._paddle: Any = None
         self._lock = threading.Lock()
         self._pool: ThreadPoolExecutor | None = None
@@ -163,6 +164,8 @@ class CPUEngine:
             return self._paddle
 
     def _read(self, page: PreparedPage, request: ChatRequest) -> _PageReading:
+        if page.image is not None and page.image.mode != "RGB":  # a grey page meant for a
+            page = dataclasses.replace(page, image=page.image.convert("RGB"))  # server
         reading = _PageReading(self, page, request)
         reading.run()
         return reading

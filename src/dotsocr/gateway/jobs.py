@@ -17,6 +17,7 @@ import zipfile
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from dotsocr.config import GatewaySettings
@@ -43,8 +44,9 @@ from dotsocr.gateway.scheduler import FairQueue, LeasedQueue, QueueFull
 from dotsocr.gateway.store import ACTIVE, PageKey, StoreError, open_store
 from dotsocr.layout import DocumentResult, PageResult, PageStatus
 from dotsocr.models import capped_profile
-from dotsocr.pipeline import Pipeline, PipelineOptions, read_by
+from dotsocr.pipeline import Pipeline, PipelineOptions, read_by, sent_size
 from dotsocr.render import render_json, render_markdown
+from dotsocr.sending import RenderRequest, Sent, render_pool
 
 log = logging.getLogger("dotsocr.gateway")
 CLEAN_EVERY = 300.0  # seconds between sweeps of expired results and overdue jobs
@@ -390,9 +392,7 @@ class JobManager:
         """The page's result, failed when it cannot be read: never an exception, since a
         page that raises would stay pending and its job would never end."""
         try:
-            page = await asyncio.to_thread(
-                self.render_page, key.job_id, key.file_idx, name, number, options
-            )
+            page, sent = await self._rendered(key, name, number, options)
         except DotsOCRError as exc:
             return _failed(number, str(exc))
         except Exception as exc:  # a bug below us: this page fails, the job goes on
@@ -400,22 +400,55 @@ class JobManager:
             return _failed(number, f"unexpected error rendering the page ({_short(exc)})")
         pipeline = Pipeline(
             self.engine, self.profile,
-            PipelineOptions(task=model_task(options.task), keep_images=False),
+            PipelineOptions(
+                task=model_task(options.task),
+                keep_images=False,
+                image_format=self.settings.image_format,
+            ),
         )  # fmt: skip
-        result = await pipeline.read_page(page)  # never raises: a failure is a failed page
+        result = await pipeline.read_page(page, sent)  # never raises: a failed page is data
         if result.error:
             result.error = self._private(result.error)
         result.notes = [self._private(note) for note in result.notes]
         return result
+
+    async def _rendered(
+        self, key: PageKey, name: str, number: int, options: ParseOptions
+    ) -> tuple[Page, Sent | None]:
+        """The page to read: rendered and prepared by a worker process where there are
+        cores for them (``sending.render_pool``), else rendered here."""
+        pool = render_pool() if sent_size(self.engine, self.profile) else None
+        if pool is None:
+            page = await asyncio.to_thread(
+                self.render_page, key.job_id, key.file_idx, name, number, options
+            )
+            return page, None
+        path = await asyncio.to_thread(self._input_file, key.job_id, key.file_idx)
+        request = RenderRequest(
+            path, name, self._document_options(options, None), number - 1, self.profile,
+            self.settings.image_format, encode=not self.engine.reads_pixels,
+            pixels=self.engine.reads_pixels,
+        )  # fmt: skip
+        page, sent = await asyncio.wrap_future(pool.submit(request))
+        if not isinstance(page, Page):
+            raise DotsOCRError(str(page.error))
+        return page, sent
+
+    def _input_file(self, job_id: str, file_idx: int) -> Path:
+        """A stored input's path (blocking: fetched from S3 the first time)."""
+        path = self.store.input_file(job_id, file_idx)
+        self._fetched.add(job_id)
+        return path
 
     def render_page(
         self, job_id: str, file_idx: int, name: str, number: int, options: ParseOptions
     ) -> Page:
         """Page ``number`` of a stored input, as the model sees it (blocking: PDFium, and the
         input fetched from S3 the first time)."""
-        path = self.store.input_file(job_id, file_idx)
-        self._fetched.add(job_id)
-        with open_document(path, self._document_options(options, number), name=name) as doc:
+        path = self._input_file(job_id, file_idx)
+        document = self._document_options(options, number)
+        sized = sent_size(self.engine, self.profile)
+        with open_document(path, document, name=name, sent_size=sized) as doc:
             page = next(doc.pages())
         if not isinstance(page, Page):
             raise DotsOCRError(str(page.error))

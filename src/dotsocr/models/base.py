@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import base64
-import io
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 from PIL import Image
 
+from dotsocr.document.encoding import ImageFormat, encode
 from dotsocr.layout import BBox, Cell, PageStatus, rescale_box
-
-PNG_COMPRESS_LEVEL = 1
-"""Lossless and cheapest to encode: level 1 encodes a 200-DPI page about 1.5x faster than
-the default 6 and is no larger for mostly white pages (see bench/prepare.py)."""
 
 
 @dataclass(frozen=True)
@@ -57,18 +53,18 @@ class PreparedPage:
     # A PDF page's own text (document.textlayer.TextLayer, in the frame's pixels), for the
     # embedded engine; None for images, and where no engine reads it.
     text_layer: Any = field(default=None, compare=False, repr=False)
+    image_format: ImageFormat = "png"  # how the image is sent (document.encoding)
     # Encoded once, then shared by every request for the page (and by copies of it).
-    encoded: dict[int, str] = field(default_factory=dict, compare=False, repr=False)
+    encoded: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
-    def data_url(self, compress_level: int = PNG_COMPRESS_LEVEL) -> str:
-        if compress_level not in self.encoded:
+    def data_url(self) -> str:
+        if self.image_format not in self.encoded:
             if self.image is None:
                 raise ValueError("the prepared image was released before it was encoded")
-            buffer = io.BytesIO()
-            self.image.save(buffer, "PNG", compress_level=compress_level)
-            data = base64.b64encode(buffer.getvalue()).decode("ascii")
-            self.encoded[compress_level] = "data:image/png;base64," + data
-        return self.encoded[compress_level]
+            data, media_type = encode(self.image, self.image_format)
+            text = base64.b64encode(data).decode("ascii")
+            self.encoded[self.image_format] = f"data:{media_type};base64,{text}"
+        return self.encoded[self.image_format]
 
 
 @dataclass

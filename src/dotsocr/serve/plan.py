@@ -11,11 +11,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 from dataclasses import dataclass, field
 from typing import Literal
 
 from dotsocr.errors import ConfigError, ServeError
+from dotsocr.host import usable_cores
 from dotsocr.models.serving import DOTS_OCR, GIB, Serving
 
 MIB = 1024**2
@@ -534,7 +534,7 @@ def _api_servers(card: Card, options: PlanOptions, servers: int) -> list[Choice]
     if card.total_bytes < BIG_CARD or (cc is not None and cc < (8, 0)):
         return []  # a smaller or older card encodes slower than one API process feeds it
     gpus = card.count // servers  # a data-parallel server spans them all; a replica one
-    cores = options.cpu_cores or _host_cores()
+    cores = options.cpu_cores or usable_cores()
     spare = cores - card.count - SPARE_CORES  # one core per GPU for its engine process
     count = min(API_SERVERS_PER_GPU * gpus, spare // servers)
     if count <= gpus:  # vLLM 0.32 starts one API process per data-parallel rank
@@ -551,13 +551,6 @@ def _api_servers(card: Card, options: PlanOptions, servers: int) -> list[Choice]
         f"one core: {why}"
     )
     return [Choice("--api-server-count", str(count), reason)]
-
-
-def _host_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))  # what this process (or its container) may use
-    except AttributeError:  # macOS, Windows
-        return os.cpu_count() or 1
 
 
 def _round_up(n: int, step: int) -> int:
