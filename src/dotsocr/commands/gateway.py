@@ -52,6 +52,7 @@ def gateway_command(
 
     from dotsocr.config import GatewaySettings
     from dotsocr.gateway.app import create_app
+    from dotsocr.memory import tune_malloc
 
     given = {
         "host": host,
@@ -66,6 +67,7 @@ def gateway_command(
         "max_in_flight": max_in_flight,
     }
     settings = GatewaySettings(**{k: v for k, v in given.items() if v is not None})
+    tune_malloc()
     uvicorn.run(
         create_app(settings),
         host=settings.host,

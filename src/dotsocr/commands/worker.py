@@ -47,6 +47,9 @@ def worker_command(
 
     from dotsocr.config import GatewaySettings
     from dotsocr.gateway.worker import run_worker
+    from dotsocr.memory import tune_malloc
+
+    tune_malloc()
 
     given = {
         "server_url": server,
