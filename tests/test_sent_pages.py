@@ -267,3 +267,18 @@ def test_a_page_that_fails_in_a_worker_fails_alone(server, tmp_path, two_render_
     statuses = [p.status for p in done.result.pages]
     assert statuses == [PageStatus.OK, PageStatus.FAILED, PageStatus.OK]
     assert "page 2 has an absurd size" in done.result.pages[1].error
+
+
+def test_render_processes_one_per_core_but_one_from_four_cores(monkeypatch):
+    import dotsocr.sending as sending
+    from dotsocr.errors import ConfigError
+
+    monkeypatch.delenv(sending.RENDER_PROCESSES_ENV, raising=False)
+    for cores, processes in ((1, 0), (2, 0), (3, 0), (4, 3), (16, 15)):
+        monkeypatch.setattr(sending, "usable_cores", lambda cores=cores: cores)
+        assert sending.render_processes() == processes
+    monkeypatch.setenv(sending.RENDER_PROCESSES_ENV, "0")
+    assert sending.render_processes() == 0
+    monkeypatch.setenv(sending.RENDER_PROCESSES_ENV, "two")
+    with pytest.raises(ConfigError, match="DOTSOCR_RENDER_PROCESSES='two': give a whole number"):
+        sending.render_processes()

@@ -167,6 +167,7 @@ class Pipeline:
 
     async def run(self, sources: Iterable[Source]) -> AsyncIterator[Event]:
         """Yield events as pages finish; every source ends with one DocumentDone."""
+        self._pool = render_pool() if sent_size(self.engine, self.profile) else None
         events: asyncio.Queue[Event | None] = asyncio.Queue()
         work: asyncio.Queue[_Work | None] = asyncio.Queue(maxsize=self.options.render_ahead)
         documents: dict[int, _Open] = {}
@@ -228,9 +229,8 @@ class Pipeline:
         if not todo:
             await events.put(self._finished(key, documents))
             return
-        pool = render_pool() if isinstance(source.data, Path) and document.sent_size else None
-        if pool is not None:
-            await self._render_in(pool, key, source, document, todo, work)
+        if self._pool is not None and isinstance(source.data, Path):
+            await self._render_in(self._pool, key, source, document, todo, work)
             return
         pages = document.pages(skip=kept)
         for position in range(len(todo)):

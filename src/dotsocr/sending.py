@@ -23,6 +23,7 @@ from pathlib import Path
 from dotsocr.document import Document, DocumentOptions, Page, PageFailure, open_document
 from dotsocr.document.encoding import ImageFormat, compact
 from dotsocr.document.ink import has_ink
+from dotsocr.errors import ConfigError
 from dotsocr.host import usable_cores
 from dotsocr.models import ModelProfile
 from dotsocr.models.base import PreparedPage
@@ -63,7 +64,12 @@ def render_processes() -> int:
     on machines of at least MIN_CORES_FOR_PROCESSES cores, else none."""
     chosen = os.environ.get(RENDER_PROCESSES_ENV, "").strip()
     if chosen:
-        return max(0, int(chosen))
+        if not chosen.isdigit():
+            raise ConfigError(
+                f"{RENDER_PROCESSES_ENV}={chosen!r}: give a whole number of processes (0: "
+                "pages are rendered in this process)"
+            )
+        return int(chosen)
     cores = usable_cores()
     return cores - 1 if cores >= MIN_CORES_FOR_PROCESSES else 0
 

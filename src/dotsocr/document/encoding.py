@@ -5,9 +5,10 @@ channels agree everywhere goes as a one-channel PNG, and a page of pure black an
 as a 1-bit PNG: the model sees exactly the pixels an RGB PNG would give, from a third
 (or a twenty-fourth) of the data to compress here and to inflate in vLLM's API server.
 
-PNGs are written by OpenCV (libpng, zlib level 1, the Up filter on every row): about
-twice as fast as Pillow's PNG writer, whose adaptive filter choice costs more than the
-compression itself, for bytes within a few percent (bench/prepare.py measures both).
+PNGs are written by OpenCV (libpng, zlib level 1; no filter for grey pages, the Up filter
+for colour, which photographs need): two to three times as fast as Pillow's PNG writer,
+whose adaptive choice of filter costs more than the compression itself, for bytes within
+a few percent (bench/prepare.py measures them side by side).
 JPEG is sent only when asked for: it is lossy, and its effect on accuracy is unmeasured.
 """
 
@@ -70,8 +71,9 @@ def encode(image: Image.Image, image_format: ImageFormat = "png") -> tuple[bytes
     params = [cv2.IMWRITE_PNG_COMPRESSION, 1]
     if image.mode == "L" and bilevel(image):
         params += [cv2.IMWRITE_PNG_BILEVEL, 1]
-    else:
-        params += [cv2.IMWRITE_PNG_FILTER, cv2.IMWRITE_PNG_FILTER_UP]
+    else:  # grey pages are smaller and faster unfiltered; photos in colour need Up
+        png_filter = cv2.IMWRITE_PNG_FILTER_NONE if image.mode == "L" else cv2.IMWRITE_PNG_FILTER_UP
+        params += [cv2.IMWRITE_PNG_FILTER, png_filter]
     return _encoded(cv2.imencode(".png", pixels, params)), "image/png"
 
 
