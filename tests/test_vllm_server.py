@@ -7,16 +7,22 @@ tests/vllm_support): its answers are meaningless, everything else is vLLM's.
 from __future__ import annotations
 
 import asyncio
+import base64
+import dataclasses
+import io
 import json
 import urllib.error
 import urllib.request
 
+import numpy as np
 import pytest
 from PIL import Image
 
+from dotsocr.document.encoding import compact
 from dotsocr.engines.openai import OpenAIEngine, RetryPolicy
 from dotsocr.errors import ContextTooLong, ImageRefused, ModelNotServed
 from dotsocr.models import estimate_text_tokens, get_profile
+from dotsocr.models.base import Geometry
 from dotsocr.models.dots_ocr import IMAGE_PREFIX
 from vllm_support.standin import StandIn, start
 
@@ -106,6 +112,113 @@ def test_prompt_tokens_equal_our_image_token_arithmetic(vllm_server):
     text_tokens, results = run(go())
     mismatches = [r for r in results if r[3] != text_tokens - 1 + r[2]]
     assert not mismatches, f"text tokens {text_tokens}; (w, h, ours, vLLM's): {mismatches}"
+
+
+def pattern(width: int, height: int, kind: str) -> Image.Image:
+    """An RGB image whose pixels take one of the ways a page is sent: ``colour`` (stays
+    RGB), ``grey`` (four grey levels: one channel), ``bilevel`` (black and white: 1 bit)."""
+    y, x = np.indices((height, width))
+    if kind == "colour":
+        pixels = np.stack([x % 256, y % 256, (x + y) % 256], axis=-1)
+    else:
+        levels = (0, 255) if kind == "bilevel" else (0, 70, 150, 230)
+        grey = np.asarray(levels)[(x // 9 + y // 7) % len(levels)]
+        pixels = np.repeat(grey[..., None], 3, axis=-1)
+    return Image.fromarray(pixels.astype(np.uint8), "RGB")
+
+
+# How pages are sent (document.encoding): the pixels, the format asked for, and the mode
+# and format the bytes must open as, so that no case passes by sending RGB every time.
+ENCODINGS = {
+    "RGB PNG": ("colour", "png", "RGB", "PNG"),
+    "L PNG": ("grey", "png", "L", "PNG"),
+    "1-bit PNG": ("bilevel", "png", "1", "PNG"),
+    "RGB JPEG": ("colour", "jpeg", "RGB", "JPEG"),
+    "L JPEG": ("grey", "jpeg", "L", "JPEG"),  # a grey page asked for as JPEG
+}
+
+
+def sent_bytes(page) -> bytes:
+    return base64.b64decode(page.data_url().partition(",")[2])
+
+
+def encoded_page(width: int, height: int, encoding: str):
+    """A page of ``width`` x ``height`` prepared and encoded as the pipeline does: drawn at
+    the model's size (as PDF pages now are), compacted, sent in the format asked for."""
+    kind, image_format, _, _ = ENCODINGS[encoding]
+    image = pattern(*PROFILE.model_size(width, height), kind)
+    page = PROFILE.prepare(image, width, height)
+    assert page.image is image  # already at the model's size: nothing resized
+    return dataclasses.replace(page, image=compact(page.image), image_format=image_format)
+
+
+def test_prompt_tokens_equal_our_arithmetic_for_every_encoding(vllm_server):
+    """Each way a page is sent (RGB, grey and 1-bit PNG, RGB and grey JPEG) decodes to an
+    image vLLM counts exactly our image tokens for, at every size."""
+
+    async def go():
+        async with OpenAIEngine(vllm_server.url, retry=NO_RETRY) as engine:
+            text_tokens = await engine.text_tokens(IMAGE_PREFIX + PROFILE.prompt("ocr"))
+            results = []
+            for width, height in SIZES:
+                for encoding, (kind, _, mode, image_format) in ENCODINGS.items():
+                    page = encoded_page(width, height, encoding)
+                    where = (width, height, encoding)
+                    assert page.data_url().startswith(f"data:image/{image_format.lower()};")
+                    with Image.open(io.BytesIO(sent_bytes(page))) as opened:
+                        assert (opened.format, opened.mode) == (image_format, mode), where
+                        if image_format == "PNG":  # lossless: the pixels of an RGB PNG
+                            rgb = pattern(*page.image.size, kind)
+                            assert opened.convert("RGB").tobytes() == rgb.tobytes(), where
+                    request = PROFILE.build_request(page, "ocr", max_tokens=1)
+                    answer = await engine.infer(page, request)
+                    results.append((*where, page.image_tokens, answer.prompt_tokens))
+            return text_tokens, results
+
+    text_tokens, results = run(go())
+    assert len(results) == len(SIZES) * len(ENCODINGS)
+    mismatches = [r for r in results if r[4] != text_tokens - 1 + r[3]]
+    assert not mismatches, f"text tokens {text_tokens}; (w, h, sent as, ours, vLLM's): {mismatches}"
+
+
+def pillow_png(image: Image.Image) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def test_palette_and_one_bit_pngs_are_accepted_with_the_tokens_planned(vllm_server):
+    """PNGs in modes we do not write ourselves: vLLM converts them to RGB (a palette with
+    a transparent entry over white), at the size sent, for the tokens planned."""
+    width, height = 700, 500
+    size = PROFILE.model_size(width, height)
+    colour = pattern(*size, "colour")
+    transparent = colour.quantize(16)
+    transparent.info["transparency"] = 0
+    images = {
+        "P": colour.quantize(16),
+        "P with a transparent entry": transparent,
+        "1": pattern(*size, "bilevel").convert("1"),
+    }
+
+    async def go():
+        async with OpenAIEngine(vllm_server.url, retry=NO_RETRY) as engine:
+            text_tokens = await engine.text_tokens(IMAGE_PREFIX + PROFILE.prompt("ocr"))
+            answers = {}
+            for name, image in images.items():
+                page = PROFILE.prepare(pattern(*size, "colour"), width, height)
+                request = PROFILE.build_request(page, "ocr", max_tokens=1)
+                url = pillow_png(image)
+                with Image.open(io.BytesIO(base64.b64decode(url.partition(",")[2]))) as sent:
+                    assert sent.mode == image.mode and sent.size == size, name
+                request.messages[0]["content"][0]["image_url"]["url"] = url
+                answers[name] = (page.image_tokens, await engine.infer(page, request))
+            return text_tokens, answers
+
+    text_tokens, answers = run(go())
+    for name, (image_tokens, answer) in answers.items():
+        assert answer.finish_reason in ("stop", "length"), name
+        assert answer.prompt_tokens == text_tokens - 1 + image_tokens, name
 
 
 def test_planner_never_overflows_a_4096_context(vllm_server):
@@ -280,6 +393,104 @@ def test_ocr_command_through_the_real_server(vllm_server, tmp_path):
             assert page["attempts"] == 4 and page["notes"][0].startswith("attempt 1 (layout_all")
     assert any(page["attempts"] > 1 for page in doc["pages"])  # gibberish is not layout JSON
     assert result.returncode == (1 if any(p["status"] == "failed" for p in doc["pages"]) else 0)
+
+
+PAGE_SIZES_PT = [(612, 792), (595.28, 841.89), (792, 612), (180, 300)]  # letter, A4, ...
+
+
+def pages_of_several_sizes() -> bytes:
+    """A PDF of a letter page with black text (sent as grey), an A4 page with a coloured
+    picture (RGB), a blank landscape letter page (black and white: 1 bit) and a small
+    180 x 300 pt page with text."""
+    import ctypes
+
+    import pypdfium2 as pdfium
+    import pypdfium2.raw as raw
+
+    document = pdfium.PdfDocument.new()
+    font = raw.FPDFText_LoadStandardFont(document.raw, b"Helvetica")
+    for number, (width, height) in enumerate(PAGE_SIZES_PT, start=1):
+        page = document.new_page(width, height)
+        if number == 2:
+            picture = pdfium.PdfImage.new(document)
+            picture.set_bitmap(pdfium.PdfBitmap.from_pil(pattern(64, 48, "colour")))
+            picture.set_matrix(pdfium.PdfMatrix().scale(240, 180).translate(72, 400))
+            page.insert_obj(picture)
+        if number != 3:
+            text = raw.FPDFPageObj_CreateTextObj(document.raw, font, 12.0)
+            chars = ctypes.create_string_buffer(f"Page {number}: hello\0".encode("utf-16-le"))
+            raw.FPDFText_SetText(text, ctypes.cast(chars, ctypes.POINTER(raw.FPDF_WCHAR)))
+            raw.FPDFPageObj_Transform(text, 1, 0, 0, 1, 20, height - 40)
+            raw.FPDFPage_InsertObject(page.raw, text)
+        raw.FPDFPage_GenerateContent(page.raw)
+    out = io.BytesIO()
+    document.save(out)
+    document.close()
+    return out.getvalue()
+
+
+@pytest.mark.parametrize("task", ["ocr", None], ids=["ocr", "default-task"])
+def test_pages_of_several_sizes_are_sent_as_before_at_our_token_count(vllm_server, tmp_path, task):
+    """PDF pages are drawn straight at the model's size and sent as compactly as their
+    pixels allow: `dotsocr ocr` sends each page at the size the old path gave (the 200-DPI
+    frame sized by the model under the planner's cap, which a 4096-token context sets for
+    letter and A4 pages), and the server counts exactly our tokens for every attempt.
+    ``ocr`` answers in one step; the default task (layout_all, a 450-token prompt, so a
+    lower cap) climbs the ladder to ocr on random weights."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from dotsocr.document import open_document
+
+    pdf = tmp_path / "sizes.pdf"
+    pdf.write_bytes(pages_of_several_sizes())
+    with open_document(pdf, sent_size=PROFILE.model_size) as document:  # all three ways
+        modes = [page.image.mode for page in document.pages()]
+    assert modes == ["L", "RGB", "L", "L"]
+    result = subprocess.run(
+        [sys.executable, "-m", "dotsocr", "ocr", pdf, *(["--task", task] if task else []),
+         "-f", "json", "--server", vllm_server.url, "-o", tmp_path / "out",
+         "--concurrency", "4"],
+        capture_output=True, text=True, timeout=600,
+        env={"PATH": os.environ["PATH"], "HOME": str(Path.home())},
+    )  # fmt: skip
+    assert "Traceback" not in result.stderr and "CPU engine" not in result.stderr
+    doc = json.loads((tmp_path / "out" / "sizes.json").read_text())
+    pages = doc["pages"]
+    assert len(pages) == len(PAGE_SIZES_PT)
+    main = task or PROFILE.default_task
+    steps = [main] * 3 + ([] if main == "ocr" else ["ocr"])  # the ladder: 3 warmer, then ocr
+
+    async def text_tokens(geometry):
+        async with OpenAIEngine(vllm_server.url, retry=NO_RETRY) as engine:
+            return {t: await engine.text_tokens(PROFILE.request_text(t, geometry)) for t in steps}
+
+    moved = []
+    for page in pages:
+        width, height = page["width"], page["height"]
+        where = f"page {page['index'] + 1} ({width}x{height})"
+        assert page["status"] != "failed", (where, page["error"])
+        assert page["reading"]["served_size"] is None, where
+        assert not any("resized" in warning for warning in page["warnings"]), where
+        sent = tuple(page["reading"]["image_size"])
+        counts = run(text_tokens(Geometry(width, height, *sent)))
+        # The server counts the image sent at our tokens, at every attempt.
+        taken = steps[: page["attempts"]]
+        ours = sum(counts[t] - 1 + PROFILE.image_tokens(*sent) for t in taken)
+        assert page["prompt_tokens"] == ours, (where, taken)
+        # What the page was sent at before it was drawn at the model's size: the frame,
+        # sized by the model under the lowest cap the ladder's tasks plan for.
+        cap = min(
+            PROFILE.plan(width, height, text_tokens=counts[t], max_model_len=4096).max_pixels
+            for t in steps
+        )
+        before = PROFILE.model_size(width, height, cap)
+        if sent != before:
+            moved.append(f"{where}: sent at {sent}, at {before} before")
+    assert not moved, moved
+    assert result.returncode == 0, result.stderr[-2000:]
 
 
 def test_a_main_job_waits_out_a_crash_and_restart_of_the_real_server(tmp_path):

@@ -23,6 +23,7 @@ from PIL import Image
 
 from dotsocr.document import Document, DocumentOptions, Page, PageFailure, SentSize, open_document
 from dotsocr.document.encoding import ImageFormat, decode_data_url
+from dotsocr.document.images import resized
 from dotsocr.document.ink import has_ink
 from dotsocr.engines.base import Engine, EngineAnswer, reads_text_layer
 from dotsocr.errors import DotsOCRError, EngineError, PageTooExtreme
@@ -513,11 +514,12 @@ class Pipeline:
         max_model_len = getattr(getattr(self.engine, "info", None), "max_model_len", None)
         counter = getattr(self.engine, "text_tokens", None)
         drawn = sent.prepared.geometry.model_size if sent else page.image.size
+        base = page.sized_from or drawn  # what the model's sizing starts from
         max_pixels: int | None = None
         max_tokens: int | None = None
         counted: dict[str, int] = {}
         if max_model_len or counter:
-            geometry = Geometry(page.width, page.height, *profile.model_size(*drawn))
+            geometry = Geometry(page.width, page.height, *profile.model_size(*base))
             for task in sorted(tasks):
                 box = self.options.box if task == "grounding" else None
                 text = profile.request_text(task, geometry, box)
@@ -527,18 +529,23 @@ class Pipeline:
                 if not max_model_len:
                     continue
                 plan = profile.plan(
-                    *drawn, text_tokens=count or estimate_text_tokens(text),
+                    *base, text_tokens=count or estimate_text_tokens(text),
                     max_model_len=max_model_len,
                 )  # fmt: skip
                 max_pixels = min(max_pixels or plan.max_pixels, plan.max_pixels)
                 max_tokens = min(max_tokens or plan.max_tokens, plan.max_tokens)
-        if sent and (max_pixels is None or profile.model_size(*drawn, max_pixels) == drawn):
+        # A lower cap than the model's sizes the page from where its drawing started, so
+        # that it is sent as it would have been drawn under that cap.
+        resize = page.sized_from and max_pixels and profile.model_size(*base, max_pixels)
+        if sent and not (resize and resize != drawn):
             self._leave_window(page)
             return _Plan(sent.prepared, max_tokens, counted, sent.ink)
 
         def build() -> tuple[PreparedPage, bool]:
             if page.image is None:  # prepared elsewhere, and the plan asks for fewer pixels
                 page.image = decode_data_url(sent.prepared.data_url())  # type: ignore[union-attr]
+            if resize and resize != page.image.size:
+                page.image = resized(page.image, resize)
             if not self.engine.reads_pixels:
                 ready = prepare_to_send(page, profile, max_pixels, self.options.image_format)
                 return ready.prepared, ready.ink

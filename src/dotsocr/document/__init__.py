@@ -92,6 +92,10 @@ class Page:
     dpi: float | None = None
     notes: list[str] = field(default_factory=list)
     text_layer: TextLayer | None = None  # a PDF page's own text, in the frame's pixels
+    # Where the image was sized for a model (``Document``'s ``sent_size``): the size that
+    # sizing started from (the frame, or a capped image's size). A lower pixel cap sizes
+    # the page from it again, as if drawn under that cap.
+    sized_from: tuple[int, int] | None = None
 
     @property
     def number(self) -> int:
@@ -190,7 +194,8 @@ class Document:
         notes = list(self._notes)
         if dpi < opts.dpi - 0.05:
             notes.append(f"rendered at {dpi:.0f} DPI to fit the {opts.max_pixels:,} pixel cap")
-        return Page(self.source, index, image, *size, round(dpi, 2), notes, layer)
+        sized_from = size if self.sent_size else None
+        return Page(self.source, index, image, *size, round(dpi, 2), notes, layer, sized_from)
 
     @staticmethod
     def _text_layer(page: pdfium.PdfPage, scale: float) -> TextLayer:
@@ -217,9 +222,11 @@ class Document:
                 notes=notes,
                 sent_size=self.sent_size,
             )
+        sized_from = None
         if self.sent_size:
             image = encoding.compact(image)
-        return Page(self.source, index, image, width, height, dpi, notes)
+            sized_from = images.capped_size(handle, self.options.max_pixels)
+        return Page(self.source, index, image, width, height, dpi, notes, None, sized_from)
 
     def close(self) -> None:
         if self.kind == "pdf":

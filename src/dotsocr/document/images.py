@@ -151,7 +151,7 @@ def to_page_image(
     inside ``decoding()``.
     """
     upright_wh = upright_size(image)
-    capped = _fit(upright_wh, max_pixels) if max_pixels else upright_wh
+    capped = capped_size(image, max_pixels)
     target = sent_size(*capped) if sent_size else capped
     if image.format == "JPEG" and target != upright_wh:
         # Let libjpeg decode at 1/2, 1/4 or 1/8 scale when the image is far too big.
@@ -168,13 +168,15 @@ def to_page_image(
             notes.append(
                 f"downscaled from {upright_wh[0]}x{upright_wh[1]} to {target[0]}x{target[1]}"
             )
-        upright = _resized(upright, target, notes)
+        upright = resized(upright, target, notes)
     rgb = _to_rgb(upright, notes)
     # The file's own frame is reused by seek() and closed with the document: never hand it out.
     return rgb.copy() if rgb is image else rgb
 
 
-def _resized(image: Image.Image, size: tuple[int, int], notes: list[str]) -> Image.Image:
+def resized(
+    image: Image.Image, size: tuple[int, int], notes: list[str] | None = None
+) -> Image.Image:
     """One resize to ``size``, before colour conversion so that a huge bilevel scan never
     exists as RGB.
 
@@ -186,8 +188,14 @@ def _resized(image: Image.Image, size: tuple[int, int], notes: list[str]) -> Ima
     if image.mode in ("1", "P"):
         image = image.convert("L" if image.mode == "1" else "RGBA")
     elif image.mode.startswith("I;16") or image.mode in ("I", "F"):
-        image = _scale_to_8_bits(image, notes)
+        image = _scale_to_8_bits(image, [] if notes is None else notes)
     return image.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
+
+
+def capped_size(image: Image.Image, max_pixels: int | None) -> tuple[int, int]:
+    """The upright size of the current frame, within ``max_pixels`` when given."""
+    size = upright_size(image)
+    return _fit(size, max_pixels) if max_pixels else size
 
 
 def _fit(size: tuple[int, int], max_pixels: int) -> tuple[int, int]:
