@@ -282,3 +282,40 @@ def test_render_processes_one_per_core_but_one_from_four_cores(monkeypatch):
     monkeypatch.setenv(sending.RENDER_PROCESSES_ENV, "two")
     with pytest.raises(ConfigError, match="DOTSOCR_RENDER_PROCESSES='two': give a whole number"):
         sending.render_processes()
+
+
+class Exploding:
+    """A profile whose sizing kills the worker process that renders with it, as a PDFium
+    crash on a page would."""
+
+    name = "exploding"
+    max_pixels = 1_000_000
+
+    def model_size(self, width, height, max_pixels=None):
+        import os
+
+        os._exit(3)
+
+
+def test_a_worker_that_dies_fails_its_page_and_the_next_pages_still_render(
+    tmp_path, two_render_processes
+):
+    from concurrent.futures.process import BrokenProcessPool
+
+    import dotsocr.sending as sending
+
+    pdf = book(2, tmp_path)
+    options = DocumentOptions(dpi=72)
+
+    def request(profile, index=0):
+        return sending.RenderRequest(pdf, "book.pdf", options, index, profile, "png", True, False)
+
+    pool = two_render_processes
+    with pytest.raises(BrokenProcessPool) as lost:
+        pool.submit(request(Exploding())).result()
+    assert "PDFium crashing on this page" in sending.lost_worker(lost.value)
+    page, sent = pool.submit(request(PROFILE, 1)).result()  # the workers started afresh
+    assert isinstance(page, Page) and page.index == 1 and page.image is None
+    assert decoded(base64.b64decode(sent.prepared.data_url().partition(",")[2])).size == (
+        PROFILE.model_size(page.width, page.height)
+    )

@@ -32,7 +32,14 @@ from dotsocr.host import usable_cores
 from dotsocr.layout import BBox, Cell, DocumentResult, PageResult, PageStatus, Reading
 from dotsocr.models import ModelProfile, estimate_text_tokens
 from dotsocr.models.base import ChatRequest, Geometry, PreparedPage
-from dotsocr.sending import RenderPool, RenderRequest, Sent, prepare_to_send, render_pool
+from dotsocr.sending import (
+    RenderPool,
+    RenderRequest,
+    Sent,
+    lost_worker,
+    prepare_to_send,
+    render_pool,
+)
 
 NO_TEXT = (
     "the page has ink but no text was read: look at it (a picture of text, a page turned "
@@ -165,6 +172,7 @@ class Pipeline:
         # being prepared on each core. Held from before a page is rendered until then.
         self._window = asyncio.Semaphore(self.options.render_ahead + usable_cores())
         self._in_window: set[int] = set()  # id() of the pages holding a place
+        self._pool: RenderPool | None = None  # worker processes that render, in run()
 
     async def run(self, sources: Iterable[Source]) -> AsyncIterator[Event]:
         """Yield events as pages finish; every source ends with one DocumentDone."""
@@ -277,11 +285,11 @@ class Pipeline:
                 await work.put(_Work(key, source.name, page, index, sent=sent))
                 return
             self._window.release()  # nothing to prepare
-            error = (
-                str(page.error)
-                if isinstance(page, PageFailure)
-                else f"{source.name}: page {index + 1}: {unexpected(page, 'rendering it')}"
-            )
+            if isinstance(page, PageFailure):
+                error = str(page.error)
+            else:
+                why = lost_worker(page) or unexpected(page, "rendering it")
+                error = f"{source.name}: page {index + 1}: {why}"
             await work.put(_Work(key, source.name, None, index, error))
 
         try:

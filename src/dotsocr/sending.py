@@ -16,7 +16,8 @@ import functools
 import multiprocessing
 import os
 from collections import OrderedDict
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,14 +93,25 @@ class RenderPool:
     """Worker processes that render and prepare PDF pages, one call a page."""
 
     def __init__(self, processes: int) -> None:
-        methods = multiprocessing.get_all_start_methods()
-        # Never fork: the parent has threads (the event loop's, PDFium's lock holders).
-        context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
         self.processes = processes
-        self._executor = ProcessPoolExecutor(processes, mp_context=context, initializer=_started)
+        self._executor = self._start()
 
-    def submit(self, request: RenderRequest):  # -> Future[tuple[Page | PageFailure, Sent | None]]
-        return self._executor.submit(_render, request)
+    def _start(self) -> ProcessPoolExecutor:
+        methods = multiprocessing.get_all_start_methods()
+        # Never fork: the parent has threads (the event loop's, the preparing threads).
+        context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+        return ProcessPoolExecutor(self.processes, mp_context=context, initializer=_started)
+
+    def submit(self, request: RenderRequest) -> Future:
+        """A future of the page (or its failure) and, when encoded, how it is sent. A
+        worker that died (PDFium crashing on a page) fails the pages it was given; the
+        workers are then started afresh for the pages after them."""
+        try:
+            return self._executor.submit(_render, request)
+        except BrokenProcessPool:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+            self._executor = self._start()
+            return self._executor.submit(_render, request)
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
@@ -119,6 +131,16 @@ def render_pool() -> RenderPool | None:
 # In the worker processes.
 _OPEN_DOCUMENTS = 4
 _documents: OrderedDict[tuple, Document] = OrderedDict()
+
+
+def lost_worker(exc: BaseException) -> str | None:
+    """Why a page failed, when the process rendering it died rather than raised."""
+    if isinstance(exc, BrokenProcessPool):
+        return (
+            "the process rendering it stopped abruptly (PDFium crashing on this page, or "
+            "killed for memory): try this page on its own, or re-export the PDF"
+        )
+    return None
 
 
 def _started() -> None:

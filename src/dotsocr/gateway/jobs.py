@@ -46,7 +46,7 @@ from dotsocr.layout import DocumentResult, PageResult, PageStatus
 from dotsocr.models import capped_profile
 from dotsocr.pipeline import Pipeline, PipelineOptions, read_by, sent_size
 from dotsocr.render import render_json, render_markdown
-from dotsocr.sending import RenderRequest, Sent, render_pool
+from dotsocr.sending import RenderRequest, Sent, lost_worker, render_pool
 
 log = logging.getLogger("dotsocr.gateway")
 CLEAN_EVERY = 300.0  # seconds between sweeps of expired results and overdue jobs
@@ -429,7 +429,13 @@ class JobManager:
             self.settings.image_format, encode=not self.engine.reads_pixels,
             pixels=self.engine.reads_pixels,
         )  # fmt: skip
-        page, sent = await asyncio.wrap_future(pool.submit(request))
+        try:
+            page, sent = await asyncio.wrap_future(pool.submit(request))
+        except Exception as exc:
+            why = lost_worker(exc)
+            if why is None:
+                raise
+            raise DotsOCRError(f"{name}: page {number}: {why}") from None
         if not isinstance(page, Page):
             raise DotsOCRError(str(page.error))
         return page, sent
