@@ -7,12 +7,14 @@ import asyncio
 import base64
 import io
 import threading
+from pathlib import Path
 
 import numpy as np
+import pypdfium2 as pdfium
 import pytest
 from PIL import Image
 
-from dotsocr.document import DocumentOptions, Page, open_document
+from dotsocr.document import DocumentOptions, Page, PageFailure, open_document
 from dotsocr.document.encoding import bilevel, compact, encode
 from dotsocr.engines.openai import OpenAIEngine, RetryPolicy
 from dotsocr.host import usable_cores
@@ -55,8 +57,16 @@ def black_and_white(width=300, height=200) -> Image.Image:
     return image
 
 
+@pytest.mark.parametrize("writer", ["opencv", "pillow"])
 @pytest.mark.parametrize(("make", "mode"), [(coloured, "RGB"), (grey, "L"), (black_and_white, "1")])
-def test_each_page_goes_in_the_fewest_channels_and_decodes_to_the_same_pixels(make, mode):
+def test_each_page_goes_in_the_fewest_channels_and_decodes_to_the_same_pixels(
+    make, mode, writer, monkeypatch
+):
+    """OpenCV writes the PNGs; Pillow where OpenCV cannot load (no libGL)."""
+    import dotsocr.document.encoding as encoding
+
+    if writer == "pillow":
+        monkeypatch.setattr(encoding, "_opencv", lambda: None)
     original = make()
     data, media_type = encode(compact(original))
     sent = decoded(data)
@@ -222,7 +232,7 @@ def test_pages_rendered_and_not_yet_prepared_stay_within_the_window(server, tmp_
 
 @pytest.fixture
 def two_render_processes(monkeypatch):
-    """Pages rendered and prepared in two worker processes, as on a machine of 3+ cores."""
+    """Pages rendered and prepared in two worker processes, as on a machine of 4+ cores."""
     import dotsocr.sending as sending
 
     monkeypatch.setenv(sending.RENDER_PROCESSES_ENV, "2")
@@ -237,13 +247,13 @@ def two_render_processes(monkeypatch):
 def test_worker_processes_send_what_this_process_would(server, tmp_path, two_render_processes):
     pdf = book(7, tmp_path)
     pool, asked = two_render_processes, []
-    submit = pool.submit
-    pool.submit = lambda request: asked.append(request.index) or submit(request)
+    render = pool.render
+    pool.render = lambda request: asked.append(request.index) or render(request)
     (by_pool,) = read(server, [Source(str(pdf), pdf)], keep_images=False)
     assert sorted(asked) == list(range(7))
     from_pool = sent_images(server)
     server.requests.clear()
-    pool.submit = None  # bytes never go to the pool: a call would fail the pages
+    pool.render = None  # bytes never go to the pool: a call would fail the pages
     (here,) = read(server, [Source("book.pdf", pdf.read_bytes())], keep_images=False)
     from_here = sent_images(server)
     assert [p.status for p in by_pool.result.pages] == [PageStatus.OK] * 7
@@ -297,25 +307,151 @@ class Exploding:
         os._exit(3)
 
 
-def test_a_worker_that_dies_fails_its_page_and_the_next_pages_still_render(
-    tmp_path, two_render_processes
-):
-    from concurrent.futures.process import BrokenProcessPool
-
+def test_a_worker_that_dies_fails_only_its_own_page(tmp_path, two_render_processes):
+    """Pages in the pool's hands when a worker dies (a library crashing on one page) are
+    rendered again alone: only the page that kills its process fails."""
     import dotsocr.sending as sending
 
-    pdf = book(2, tmp_path)
+    pdf = book(7, tmp_path)
     options = DocumentOptions(dpi=72)
 
-    def request(profile, index=0):
+    def request(profile, index):
         return sending.RenderRequest(pdf, "book.pdf", options, index, profile, "png", True, False)
 
-    pool = two_render_processes
-    with pytest.raises(BrokenProcessPool) as lost:
-        pool.submit(request(Exploding())).result()
-    assert "PDFium crashing on this page" in sending.lost_worker(lost.value)
-    page, sent = pool.submit(request(PROFILE, 1)).result()  # the workers started afresh
-    assert isinstance(page, Page) and page.index == 1 and page.image is None
-    assert decoded(base64.b64decode(sent.prepared.data_url().partition(",")[2])).size == (
-        PROFILE.model_size(page.width, page.height)
-    )
+    async def render_all():
+        pool = two_render_processes
+        asked = [request(Exploding() if i == 3 else PROFILE, i) for i in range(7)]
+        return await asyncio.gather(*(pool.render(r) for r in asked))
+
+    results = asyncio.run(render_all())  # six good pages queued around the crash
+    failed = [page for page, _ in results if isinstance(page, PageFailure)]
+    assert [page.index for page in failed] == [3]
+    assert "page 4: the process rendering it stopped abruptly" in str(failed[0].error)
+    for page, sent in results:
+        if page.index != 3:
+            assert page.image is None  # only the encoded page came back
+            size = decoded(base64.b64decode(sent.prepared.data_url().partition(",")[2])).size
+            assert size == PROFILE.model_size(page.width, page.height)
+
+
+@pytest.fixture(params=["here", "workers"])
+def where(request, monkeypatch):
+    """Pages rendered in this process, or by two worker processes."""
+    if request.param == "workers":
+        yield request.getfixturevalue("two_render_processes")
+    else:
+        yield None
+
+
+def extreme_pdf(folder) -> Path:
+    """Three pages, the second too thin for the model (10 x 2100 pt: over 200:1)."""
+    document = pdfium.PdfDocument.new()
+    for width, height in ((612, 792), (10, 2100), (612, 792)):
+        document.new_page(width, height)
+    path = folder / "extreme.pdf"
+    document.save(path)
+    return path
+
+
+def test_a_page_the_model_cannot_take_fails_alone_saying_why(server, tmp_path, where):
+    pdf = extreme_pdf(tmp_path)
+    (done,) = read(server, [Source(str(pdf), pdf)], keep_images=False)
+    statuses = [p.status for p in done.result.pages]
+    assert statuses == [PageStatus.OK, PageStatus.FAILED, PageStatus.OK]
+    error = done.result.pages[1].error
+    assert error.startswith("aspect ratio of") and "crop or split the page" in error
+    assert "report" not in error
+
+
+def test_pages_that_fail_planning_leave_the_window(tmp_path, where):
+    """A server whose context no page fits: every page fails, saying so, and the run ends
+    (each failed page gives its place in the window back)."""
+    state = StandIn(max_model_len=200)
+    httpd = start(state)
+    try:
+        pdf = book(9, tmp_path)
+
+        async def go():
+            return await asyncio.wait_for(
+                asyncio.to_thread(read, state, [Source(str(pdf), pdf)], concurrency=16), 600
+            )  # a guard against a stalled run, far beyond the second it takes
+
+        (done,) = asyncio.run(go())
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    assert [p.status for p in done.result.pages] == [PageStatus.FAILED] * 9
+    assert all("cannot fit the server's context" in p.error for p in done.result.pages)
+
+
+def test_a_slow_consumer_holds_the_pages_back(server, tmp_path):
+    """While the caller does not take finished pages (it is writing outputs), at most the
+    window's worth of them wait, and the workers stop sending more pages."""
+    answered = []
+    server.on_answer = answered.append
+    pdf = book(30, tmp_path)
+
+    async def go():
+        engine = OpenAIEngine(server.url, retry=RetryPolicy(attempts=1))
+        async with engine:
+            pipeline = Pipeline(engine, PROFILE, PipelineOptions(concurrency=4))
+            events = pipeline.run([Source(str(pdf), pdf)])
+            await anext(events)  # DocumentStarted; then the caller is busy
+            while not pipeline._events.full() and len(answered) < 30:
+                await asyncio.sleep(0.01)  # until the queue fills, or every page is read
+            held_back = len(answered)
+            rest = [e async for e in events]
+            return held_back, rest
+
+    held_back, rest = asyncio.run(go())
+    assert held_back <= 2 + usable_cores() + 4 < 30  # queued, and one in each worker
+    assert len([e for e in rest if isinstance(e, DocumentDone)]) == 1
+
+
+def test_usable_cores_keep_within_a_containers_cpu_quota(tmp_path, monkeypatch):
+    import dotsocr.host as host
+
+    cpu_max = tmp_path / "cpu.max"
+    monkeypatch.setattr(host, "CPU_MAX", cpu_max)
+    monkeypatch.setattr(host.os, "sched_getaffinity", lambda pid: set(range(64)))
+    assert host.usable_cores() == 64  # no cgroup file
+    cpu_max.write_text("max 100000\n")
+    assert host.usable_cores() == 64
+    cpu_max.write_text("250000 100000\n")  # docker --cpus 2.5
+    assert host.usable_cores() == 3
+    cpu_max.write_text("50000 100000\n")
+    assert host.usable_cores() == 1
+
+
+@pytest.mark.parametrize("processes", ["0", "2"])
+def test_ctrl_c_stops_a_run_at_once_and_quietly(tmp_path, processes):
+    """Ctrl-C while pages wait for the server (a full window, finished pages queued):
+    exit 130 with no traceback, also from render workers."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    state = StandIn(capacity=2, latency=2.0, max_model_len=32768, record=False)
+    httpd = start(state)
+    journalled = threading.Event()
+    state.on_answer = lambda body: journalled.set()
+    pdf = book(30, tmp_path)
+    env = {**os.environ, "DOTSOCR_RENDER_PROCESSES": processes}
+    command = [sys.executable, "-m", "dotsocr", "ocr", str(pdf), "--server", state.url]
+    run = subprocess.Popen(
+        [*command, "-o", str(tmp_path / "out"), "-f", "json"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as in a terminal
+    )  # fmt: skip
+    try:
+        journalled.wait()  # pages are in flight, others rendered and waiting
+        os.killpg(run.pid, signal.SIGINT)  # the terminal's Ctrl-C goes to the whole group
+        output = run.communicate(timeout=120)[0].decode()  # a guard against a hang
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+        httpd.shutdown()
+        httpd.server_close()
+    assert run.returncode == 130, output
+    assert "Traceback" not in output

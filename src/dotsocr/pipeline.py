@@ -15,7 +15,7 @@ import functools
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Iterable, Mapping
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,7 +36,6 @@ from dotsocr.sending import (
     RenderPool,
     RenderRequest,
     Sent,
-    lost_worker,
     prepare_to_send,
     render_pool,
 )
@@ -170,14 +169,18 @@ class Pipeline:
         self.options = options or PipelineOptions()
         # Pages rendered and not yet prepared (sized and encoded): those waiting, and one
         # being prepared on each core. Held from before a page is rendered until then.
-        self._window = asyncio.Semaphore(self.options.render_ahead + usable_cores())
+        self._window_size = self.options.render_ahead + usable_cores()
+        self._window = asyncio.Semaphore(self._window_size)
         self._in_window: set[int] = set()  # id() of the pages holding a place
         self._pool: RenderPool | None = None  # worker processes that render, in run()
 
     async def run(self, sources: Iterable[Source]) -> AsyncIterator[Event]:
         """Yield events as pages finish; every source ends with one DocumentDone."""
         self._pool = render_pool() if sent_size(self.engine, self.profile) else None
-        events: asyncio.Queue[Event | None] = asyncio.Queue()
+        # Finished pages wait here for the caller, holding their images: as few as the
+        # window's, so that a slow consumer (writing outputs) holds the workers back.
+        events: asyncio.Queue[Event | None] = asyncio.Queue(self._window_size)
+        self._events = events
         work: asyncio.Queue[_Work | None] = asyncio.Queue(maxsize=self.options.render_ahead)
         documents: dict[int, _Open] = {}
         workers = [
@@ -203,8 +206,9 @@ class Pipeline:
             raise DotsOCRError(unexpected(crashed[0], "running the pipeline")) from crashed[0]
 
     async def _produce(self, sources, work, events, documents: dict[int, _Open]) -> None:
-        """Open documents and render pages one at a time, at most a window ahead; then tell
-        each worker there is no more (not when cancelled: the workers are gone too)."""
+        """Open documents and render their pages (here one at a time, or several at once
+        by worker processes), at most a window ahead of their preparation; then tell each
+        worker there is no more (not when cancelled: the workers are gone too)."""
         try:
             await self._produce_all(sources, work, events, documents)
         finally:
@@ -272,13 +276,13 @@ class Pipeline:
             profile=self.profile, image_format=self.options.image_format,
             encode=not reads_pixels, pixels=reads_pixels or self.options.keep_images,
         )  # fmt: skip
-        pending: deque[tuple[int, Future]] = deque()
+        pending: deque[tuple[int, asyncio.Task]] = deque()
 
         async def queue_oldest() -> None:
-            index, future = pending.popleft()
+            index, rendering = pending.popleft()
             try:
-                page, sent = await asyncio.wrap_future(future)
-            except Exception as exc:  # a worker died, or a bug of ours: this page fails
+                page, sent = await rendering
+            except Exception as exc:  # a bug of ours: this page fails
                 page, sent = exc, None
             if isinstance(page, Page):
                 self._in_window.add(id(page))
@@ -288,8 +292,7 @@ class Pipeline:
             if isinstance(page, PageFailure):
                 error = str(page.error)
             else:
-                why = lost_worker(page) or unexpected(page, "rendering it")
-                error = f"{source.name}: page {index + 1}: {why}"
+                error = f"{source.name}: page {index + 1}: {unexpected(page, 'rendering it')}"
             await work.put(_Work(key, source.name, None, index, error))
 
         try:
@@ -297,12 +300,13 @@ class Pipeline:
                 while pending and (self._window.locked() or pending[0][1].done()):
                     await queue_oldest()
                 await self._window.acquire()
-                pending.append((index, pool.submit(request(index=index))))
+                rendering = asyncio.ensure_future(pool.render(request(index=index)))
+                pending.append((index, rendering))
             while pending:
                 await queue_oldest()
         finally:
-            for _, future in pending:  # cancelled: the workers need not draw them
-                future.cancel()
+            for _, rendering in pending:  # cancelled: the workers need not draw them
+                rendering.cancel()
 
     def _open(self, source: Source) -> Document:
         options = self.options.document.within(
@@ -324,8 +328,9 @@ class Pipeline:
                 document.todo -= 1
                 if not document.todo:
                     await events.put(self._finished(item.key, documents))
-        finally:
-            await events.put(None)
+        finally:  # this worker is done; when cancelled, nobody reads events any more
+            if not asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                await events.put(None)
 
     def _finished(self, key: int, documents: dict[int, _Open]) -> DocumentDone:
         document = documents.pop(key)
@@ -513,16 +518,23 @@ class Pipeline:
 
     async def _prepare(self, page: Page, tasks: set[str], sent: Sent | None) -> _Plan:
         """Size and encode the page once for every step of its ladder (``sent``: a worker
-        process did, for the model's own budget).
+        process did, for the model's own budget); the page leaves the window however
+        this ends.
 
         Planned for each task the ladder may ask, keeping the smallest budgets, so that
         one image and one answer budget fit them all.
         """
+        try:
+            return await self._plan_and_prepare(page, tasks, sent)
+        finally:
+            self._leave_window(page)
+
+    async def _plan_and_prepare(self, page: Page, tasks: set[str], sent: Sent | None) -> _Plan:
         profile = self.profile
         max_model_len = getattr(getattr(self.engine, "info", None), "max_model_len", None)
         counter = getattr(self.engine, "text_tokens", None)
-        drawn = sent.prepared.geometry.model_size if sent else page.image.size
-        base = page.sized_from or drawn  # what the model's sizing starts from
+        image_size = sent.prepared.geometry.model_size if sent else page.image.size
+        base = page.sized_from or image_size  # where the model's sizing starts from
         max_pixels: int | None = None
         max_tokens: int | None = None
         counted: dict[str, int] = {}
@@ -542,18 +554,21 @@ class Pipeline:
                 )  # fmt: skip
                 max_pixels = min(max_pixels or plan.max_pixels, plan.max_pixels)
                 max_tokens = min(max_tokens or plan.max_tokens, plan.max_tokens)
-        # A lower cap than the model's sizes the page from where its drawing started, so
-        # that it is sent as it would have been drawn under that cap.
-        resize = page.sized_from and max_pixels and profile.model_size(*base, max_pixels)
-        if sent and not (resize and resize != drawn):
-            self._leave_window(page)
+        # Under a lower cap than the model's, the page is sized from where its sizing
+        # started, so that it goes at the size it had before pages were drawn at the
+        # model's (the pixels are the drawn page's, resized).
+        smaller = None
+        if page.sized_from and max_pixels:
+            smaller = profile.model_size(*base, max_pixels)
+            smaller = smaller if smaller != image_size else None
+        if sent and smaller is None:
             return _Plan(sent.prepared, max_tokens, counted, sent.ink)
 
         def build() -> tuple[PreparedPage, bool]:
-            if page.image is None:  # prepared elsewhere, and the plan asks for fewer pixels
+            if page.image is None:  # prepared elsewhere, for more pixels than the plan's
                 page.image = decode_data_url(sent.prepared.data_url())  # type: ignore[union-attr]
-            if resize and resize != page.image.size:
-                page.image = resized(page.image, resize)
+            if smaller:
+                page.image = resized(page.image, smaller)
             if not self.engine.reads_pixels:
                 ready = prepare_to_send(page, profile, max_pixels, self.options.image_format)
                 return ready.prepared, ready.ink
@@ -568,11 +583,8 @@ class Pipeline:
                 prepared = dataclasses.replace(prepared, text_layer=page.text_layer)
             return prepared, has_ink(page.image)
 
-        try:
-            loop = asyncio.get_running_loop()
-            prepared, ink = await loop.run_in_executor(_preparer(), build)
-        finally:
-            self._leave_window(page)
+        loop = asyncio.get_running_loop()
+        prepared, ink = await loop.run_in_executor(_preparer(), build)
         return _Plan(prepared, max_tokens, counted, ink)
 
     def _leave_window(self, page: Page) -> None:

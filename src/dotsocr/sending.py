@@ -10,11 +10,13 @@ only where something here needs them (crops, annotated pages, the embedded engin
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import dataclasses
 import functools
 import multiprocessing
 import os
+import signal
 from collections import OrderedDict
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -24,7 +26,7 @@ from pathlib import Path
 from dotsocr.document import Document, DocumentOptions, Page, PageFailure, open_document
 from dotsocr.document.encoding import ImageFormat, compact
 from dotsocr.document.ink import has_ink
-from dotsocr.errors import ConfigError
+from dotsocr.errors import ConfigError, CorruptDocument, PageTooExtreme
 from dotsocr.host import usable_cores
 from dotsocr.models import ModelProfile
 from dotsocr.models.base import PreparedPage
@@ -47,8 +49,9 @@ class Sent:
 def prepare_to_send(
     page: Page, profile: ModelProfile, max_pixels: int | None, image_format: ImageFormat
 ) -> Sent:
-    """Size ``page`` for the model (nothing to do when it was drawn at the model's size),
-    check it for ink and encode it; the encoded data URL is what is kept."""
+    """Size ``page`` for the model under ``max_pixels`` (a page drawn at the model's size
+    needs nothing more), check it for ink and encode it; the encoded data URL is what is
+    kept."""
     ink = has_ink(page.image)
     prepared = profile.prepare(page.image, page.width, page.height, max_pixels, page.dpi)
     image = prepared.image
@@ -90,27 +93,52 @@ class RenderRequest:
 
 
 class RenderPool:
-    """Worker processes that render and prepare PDF pages, one call a page."""
+    """Worker processes that render and prepare pages of PDFs and images, one call a page."""
 
     def __init__(self, processes: int) -> None:
         self.processes = processes
-        self._executor = self._start()
+        self._executor = self._start(processes)
 
-    def _start(self) -> ProcessPoolExecutor:
+    @staticmethod
+    def _start(processes: int) -> ProcessPoolExecutor:
         methods = multiprocessing.get_all_start_methods()
         # Never fork: the parent has threads (the event loop's, the preparing threads).
         context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-        return ProcessPoolExecutor(self.processes, mp_context=context, initializer=_started)
+        return ProcessPoolExecutor(processes, mp_context=context, initializer=_started)
 
-    def submit(self, request: RenderRequest) -> Future:
-        """A future of the page (or its failure) and, when encoded, how it is sent. A
-        worker that died (PDFium crashing on a page) fails the pages it was given; the
-        workers are then started afresh for the pages after them."""
+    async def render(self, request: RenderRequest) -> tuple[Page | PageFailure, Sent | None]:
+        """The page (or why it cannot be rendered) and, when encoded, how it is sent.
+
+        A worker that dies (the PDF or image library crashing on a page, or the process
+        killed for memory) takes every page in the pool's hands with it. Each of those
+        is rendered again alone, in a process of its own, so that only the page that
+        kills its process fails; the workers start afresh for the pages after.
+        """
+        try:
+            return await asyncio.wrap_future(self._submit(request))
+        except BrokenProcessPool:
+            pass
+        alone = self._start(1)
+        try:
+            return await asyncio.wrap_future(alone.submit(_render, request))
+        except BrokenProcessPool:
+            why = (
+                f"page {request.index + 1}: the process rendering it stopped abruptly (a "
+                "crash in the PDF or image library on this page, or killed for memory): "
+                "re-export the file, or leave this page out with --pages"
+            )
+            return PageFailure(
+                request.name, request.index, CorruptDocument(request.name, why)
+            ), None
+        finally:
+            alone.shutdown(wait=False)
+
+    def _submit(self, request: RenderRequest) -> Future:
         try:
             return self._executor.submit(_render, request)
-        except BrokenProcessPool:
+        except BrokenProcessPool:  # broken by an earlier page: start afresh
             self._executor.shutdown(wait=False, cancel_futures=True)
-            self._executor = self._start()
+            self._executor = self._start(self.processes)
             return self._executor.submit(_render, request)
 
     def close(self) -> None:
@@ -133,20 +161,11 @@ _OPEN_DOCUMENTS = 4
 _documents: OrderedDict[tuple, Document] = OrderedDict()
 
 
-def lost_worker(exc: BaseException) -> str | None:
-    """Why a page failed, when the process rendering it died rather than raised."""
-    if isinstance(exc, BrokenProcessPool):
-        return (
-            "the process rendering it stopped abruptly (PDFium crashing on this page, or "
-            "killed for memory): try this page on its own, or re-export the PDF"
-        )
-    return None
-
-
 def _started() -> None:
     from dotsocr.memory import tune_malloc
 
     tune_malloc()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
 
 
 def _render(request: RenderRequest) -> tuple[Page | PageFailure, Sent | None]:
@@ -154,7 +173,10 @@ def _render(request: RenderRequest) -> tuple[Page | PageFailure, Sent | None]:
     page = document.page(request.index)
     if isinstance(page, PageFailure) or not request.encode:
         return page, None
-    sent = prepare_to_send(page, request.profile, None, request.image_format)
+    try:
+        sent = prepare_to_send(page, request.profile, None, request.image_format)
+    except PageTooExtreme:  # the pipeline fails the page, saying why, from its pixels
+        return page, None
     if not request.pixels:
         page.image = None  # type: ignore[assignment]  # the encoded page is what goes back
     return page, sent

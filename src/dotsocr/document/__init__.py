@@ -2,7 +2,7 @@
 
 >>> with open_document("scan.pdf", DocumentOptions(pages="1-3")) as doc:
 ...     for page in doc.pages():
-...         ...  # a Page (RGB image + frame size), or a PageFailure for that page
+...         ...  # a Page (its image and frame size), or a PageFailure for that page
 """
 
 from __future__ import annotations
@@ -25,7 +25,13 @@ from dotsocr.document.selection import select_pages
 from dotsocr.document.sniff import sniff
 from dotsocr.document.sources import PERMISSION_DENIED, input_problem
 from dotsocr.document.textlayer import TextLayer
-from dotsocr.errors import CorruptDocument, DocumentError, EmptyDocument, NotADocument
+from dotsocr.errors import (
+    CorruptDocument,
+    DocumentError,
+    EmptyDocument,
+    NotADocument,
+    PageTooExtreme,
+)
 
 __all__ = [
     "Document",
@@ -76,7 +82,8 @@ class DocumentOptions(BaseModel):
 
 @dataclass
 class Page:
-    """One page ready for a model: an upright RGB image and the frame results use.
+    """One page ready for a model: an upright image (RGB, or grey where it is sent grey) and
+    the frame results use.
 
     ``width`` x ``height`` is the coordinate frame of results: the source image's
     pixels, or the PDF page at ``dpi`` (the DPI actually used, after any pixel cap).
@@ -180,7 +187,7 @@ class Document:
             scale = pdf.render_scale(size_pt, opts.dpi, opts.max_pixels, self.source, index + 1)
             size = (math.ceil(size_pt[0] * scale), math.ceil(size_pt[1] * scale))
             images.check_pixels(size, opts.max_image_pixels, self.source, f"page {index + 1}")
-            drawn = self.sent_size(*size) if self.sent_size else size
+            drawn = self._sending_size(*size) if self.sent_size else size
             try:
                 image = pdf.render(page, drawn, compact=self.sent_size is not None)
             except pdfium.PdfiumError as exc:
@@ -220,13 +227,21 @@ class Document:
                 self.source,
                 max_pixels=self.options.max_pixels,
                 notes=notes,
-                sent_size=self.sent_size,
+                sent_size=self._sending_size if self.sent_size else None,
             )
         sized_from = None
         if self.sent_size:
             image = encoding.compact(image)
             sized_from = images.capped_size(handle, self.options.max_pixels)
         return Page(self.source, index, image, width, height, dpi, notes, None, sized_from)
+
+    def _sending_size(self, width: int, height: int) -> tuple[int, int]:
+        """The size a page of this size is sent at, or its own where the model cannot
+        take it (the pipeline then fails the page, saying why)."""
+        try:
+            return self.sent_size(width, height)  # type: ignore[misc]
+        except PageTooExtreme:
+            return width, height
 
     def close(self) -> None:
         if self.kind == "pdf":

@@ -24,7 +24,6 @@ import numpy as np
 from PIL import Image
 
 ImageFormat = Literal["png", "jpeg"]
-IMAGE_FORMATS: tuple[ImageFormat, ...] = ("png", "jpeg")
 JPEG_QUALITY = 90
 
 
@@ -57,9 +56,11 @@ def encode(image: Image.Image, image_format: ImageFormat = "png") -> tuple[bytes
     ``image`` is RGB or L (``compact``'s result); an L image of only black and white is
     written with one bit a pixel.
     """
-    cv2 = _opencv()
     if image.mode not in ("RGB", "L"):
         image = image.convert("RGB")
+    cv2 = _opencv()
+    if cv2 is None:
+        return _by_pillow(image, image_format)
     if image.mode == "RGB":  # OpenCV's order, in the one copy out of Pillow
         raw = image.tobytes("raw", "BGR")
         pixels = np.frombuffer(raw, np.uint8).reshape(image.height, image.width, 3)
@@ -78,13 +79,28 @@ def encode(image: Image.Image, image_format: ImageFormat = "png") -> tuple[bytes
 
 
 @functools.cache
-def _opencv() -> ModuleType:
+def _opencv() -> ModuleType | None:
     """OpenCV, imported where pages are sent (30 MB, 0.1 s), on one thread a call: pages
-    are encoded in parallel already, and its pool's idle threads spin on sched_yield."""
-    import cv2
-
+    are encoded in parallel already, and its pool's idle threads spin on sched_yield.
+    None where it cannot load (opencv-python without libGL on a bare server): Pillow
+    then writes the same pixels, two to three times slower."""
+    try:
+        import cv2
+    except ImportError:
+        return None
     cv2.setNumThreads(1)
     return cv2
+
+
+def _by_pillow(image: Image.Image, image_format: ImageFormat) -> tuple[bytes, str]:
+    buffer = io.BytesIO()
+    if image_format == "jpeg":
+        image.save(buffer, "JPEG", quality=JPEG_QUALITY)
+        return buffer.getvalue(), "image/jpeg"
+    if image.mode == "L" and bilevel(image):
+        image = image.convert("1")
+    image.save(buffer, "PNG", compress_level=1)
+    return buffer.getvalue(), "image/png"
 
 
 def decode_data_url(url: str) -> Image.Image:

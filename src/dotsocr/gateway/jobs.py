@@ -46,7 +46,7 @@ from dotsocr.layout import DocumentResult, PageResult, PageStatus
 from dotsocr.models import capped_profile
 from dotsocr.pipeline import Pipeline, PipelineOptions, read_by, sent_size
 from dotsocr.render import render_json, render_markdown
-from dotsocr.sending import RenderRequest, Sent, lost_worker, render_pool
+from dotsocr.sending import RenderRequest, Sent, render_pool
 
 log = logging.getLogger("dotsocr.gateway")
 CLEAN_EVERY = 300.0  # seconds between sweeps of expired results and overdue jobs
@@ -429,13 +429,7 @@ class JobManager:
             self.settings.image_format, encode=not self.engine.reads_pixels,
             pixels=self.engine.reads_pixels,
         )  # fmt: skip
-        try:
-            page, sent = await asyncio.wrap_future(pool.submit(request))
-        except Exception as exc:
-            why = lost_worker(exc)
-            if why is None:
-                raise
-            raise DotsOCRError(f"{name}: page {number}: {why}") from None
+        page, sent = await pool.render(request)
         if not isinstance(page, Page):
             raise DotsOCRError(str(page.error))
         return page, sent
@@ -447,13 +441,19 @@ class JobManager:
         return path
 
     def render_page(
-        self, job_id: str, file_idx: int, name: str, number: int, options: ParseOptions
+        self,
+        job_id: str,
+        file_idx: int,
+        name: str,
+        number: int,
+        options: ParseOptions,
+        for_model: bool = True,
     ) -> Page:
         """Page ``number`` of a stored input, as the model sees it (blocking: PDFium, and the
         input fetched from S3 the first time)."""
         path = self._input_file(job_id, file_idx)
         document = self._document_options(options, number)
-        sized = sent_size(self.engine, self.profile)
+        sized = sent_size(self.engine, self.profile) if for_model else None
         with open_document(path, document, name=name, sent_size=sized) as doc:
             page = next(doc.pages())
         if not isinstance(page, Page):

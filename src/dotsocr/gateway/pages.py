@@ -114,18 +114,17 @@ _TALLIES = _Tallies()
 def page_image(
     manager: JobManager, job_id: str, file: int, number: int, width: int | None
 ) -> bytes | None:
-    """The page as the model saw it, as JPEG, in the frame its boxes are measured in (the
-    model may see a few pixels more or less); at most ``width`` pixels wide when given."""
+    """The page as JPEG, in the frame its boxes are measured in (the model saw it sized
+    to its own multiples, a few pixels more or less); at most ``width`` pixels wide when
+    given."""
     found = _find(manager, job_id, file, number)
     if found is None:
         return None
-    page = manager.render_page(job_id, file, found.name, number, found.options)
+    page = manager.render_page(job_id, file, found.name, number, found.options, for_model=False)
     image: Image.Image = page.image
-    size = (page.width, page.height)
-    if width and width < page.width:
-        size = (width, max(1, round(page.height * width / page.width)))
-    if image.size != size:
-        image = image.resize(size, Image.Resampling.LANCZOS)
+    if width and width < image.width:
+        height = max(1, round(image.height * width / image.width))
+        image = image.resize((width, height), Image.Resampling.LANCZOS)
     buffer = io.BytesIO()
     image.convert("RGB").save(buffer, "JPEG", quality=JPEG_QUALITY, optimize=True)
     return buffer.getvalue()
