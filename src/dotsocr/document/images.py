@@ -145,7 +145,8 @@ def to_page_image(
     sent_size: Callable[[int, int], tuple[int, int]] | None = None,
 ) -> Image.Image:
     """Decode the current frame into an upright 8-bit RGB image of at most max_pixels, or
-    with ``sent_size`` (a model's sizing of the capped size) at that size, resized once.
+    with ``sent_size`` (a model's sizing of the capped size) at that size, resized once,
+    and grey when it is.
 
     Appends a note for every conversion that changes what the model sees. Call it
     inside ``decoding()``.
@@ -169,9 +170,11 @@ def to_page_image(
                 f"downscaled from {upright_wh[0]}x{upright_wh[1]} to {target[0]}x{target[1]}"
             )
         upright = resized(upright, target, notes)
-    rgb = _to_rgb(upright, notes)
+    # A grey page for a model stays grey: it is sent in one channel (encoding.compact).
+    keep = sent_size is not None and upright.mode == "L"
+    ready = upright if keep else _to_rgb(upright, notes)
     # The file's own frame is reused by seek() and closed with the document: never hand it out.
-    return rgb.copy() if rgb is image else rgb
+    return ready.copy() if ready is image else ready
 
 
 def resized(
