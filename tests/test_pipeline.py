@@ -12,18 +12,15 @@ from dotsocr.engines.openai import OpenAIEngine, RetryPolicy
 from dotsocr.layout import PageStatus
 from dotsocr.models import get_profile
 from dotsocr.pipeline import DocumentDone, PageDone, Pipeline, PipelineOptions, Source
-from vllm_support.standin import StandIn, start
+from vllm_support.standin import StandIn, serving
 
 PROFILE = get_profile("dots.ocr")
 
 
 @pytest.fixture
 def server():
-    state = StandIn(max_model_len=8192)
-    httpd = start(state)
-    yield state
-    httpd.shutdown()
-    httpd.server_close()
+    with serving(StandIn(max_model_len=8192)) as state:
+        yield state
 
 
 def png(width=400, height=300) -> bytes:

@@ -24,7 +24,7 @@ from dotsocr.pipeline import DocumentDone, Pipeline, PipelineOptions, Source
 from pdf_support import text_pdf
 from test_document_inputs import form_pdf
 from vllm_support.documents import book
-from vllm_support.standin import StandIn, start
+from vllm_support.standin import StandIn, serving
 
 PROFILE = get_profile("dots.ocr")
 SAMPLE_ROWS = [(72, 700, "Sent at the size the model sees"), (72, 650, "second line 12345")]
@@ -127,11 +127,8 @@ def test_an_image_is_resized_once_to_the_models_size_and_kept_grey():
 
 @pytest.fixture
 def server():
-    state = StandIn(max_model_len=32768)
-    httpd = start(state)
-    yield state
-    httpd.shutdown()
-    httpd.server_close()
+    with serving(StandIn(max_model_len=32768)) as state:
+        yield state
 
 
 def read(server, sources, **options):
@@ -366,20 +363,15 @@ def test_a_page_the_model_cannot_take_fails_alone_saying_why(server, tmp_path, w
 def test_pages_that_fail_planning_leave_the_window(tmp_path, where):
     """A server whose context no page fits: every page fails, saying so, and the run ends
     (each failed page gives its place in the window back)."""
-    state = StandIn(max_model_len=200)
-    httpd = start(state)
-    try:
-        pdf = book(9, tmp_path)
+    pdf = book(9, tmp_path)
 
-        async def go():
-            return await asyncio.wait_for(
-                asyncio.to_thread(read, state, [Source(str(pdf), pdf)], concurrency=16), 600
-            )  # a guard against a stalled run, far beyond the second it takes
+    async def go(state):
+        return await asyncio.wait_for(
+            asyncio.to_thread(read, state, [Source(str(pdf), pdf)], concurrency=16), 600
+        )  # a guard against a stalled run, far beyond the second it takes
 
-        (done,) = asyncio.run(go())
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with serving(StandIn(max_model_len=200)) as state:
+        (done,) = asyncio.run(go(state))
     assert [p.status for p in done.result.pages] == [PageStatus.FAILED] * 9
     assert all("cannot fit the server's context" in p.error for p in done.result.pages)
 
@@ -432,26 +424,24 @@ def test_ctrl_c_stops_a_run_at_once_and_quietly(tmp_path, processes):
     import subprocess
     import sys
 
-    state = StandIn(capacity=2, latency=2.0, max_model_len=32768, record=False)
-    httpd = start(state)
-    journalled = threading.Event()
-    state.on_answer = lambda body: journalled.set()
+    answered = threading.Event()
+    standin = StandIn(capacity=2, latency=2.0, max_model_len=32768, record=False)
+    standin.on_answer = lambda body: answered.set()
     pdf = book(30, tmp_path)
     env = {**os.environ, "DOTSOCR_RENDER_PROCESSES": processes}
-    command = [sys.executable, "-m", "dotsocr", "ocr", str(pdf), "--server", state.url]
-    run = subprocess.Popen(
-        [*command, "-o", str(tmp_path / "out"), "-f", "json"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as in a terminal
-    )  # fmt: skip
-    try:
-        journalled.wait()  # pages are in flight, others rendered and waiting
-        os.killpg(run.pid, signal.SIGINT)  # the terminal's Ctrl-C goes to the whole group
-        output = run.communicate(timeout=120)[0].decode()  # a guard against a hang
-    finally:
-        if run.poll() is None:
-            os.killpg(run.pid, signal.SIGKILL)
-        httpd.shutdown()
-        httpd.server_close()
+    with serving(standin) as state:
+        command = [sys.executable, "-m", "dotsocr", "ocr", str(pdf), "--server", state.url]
+        run = subprocess.Popen(
+            [*command, "-o", str(tmp_path / "out"), "-f", "json"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # as in a terminal
+        )  # fmt: skip
+        try:
+            answered.wait()  # pages are in flight, others rendered and waiting
+            os.killpg(run.pid, signal.SIGINT)  # the terminal's Ctrl-C goes to the whole group
+            output = run.communicate(timeout=120)[0].decode()  # a guard against a hang
+        finally:
+            if run.poll() is None:
+                os.killpg(run.pid, signal.SIGKILL)
     assert run.returncode == 130, output
     assert "Traceback" not in output

@@ -402,31 +402,22 @@ def pages_of_several_sizes() -> bytes:
     """A PDF of a letter page with black text (sent as grey), an A4 page with a coloured
     picture (RGB), a blank landscape letter page (black and white: 1 bit) and a small
     180 x 300 pt page with text."""
-    import ctypes
-
     import pypdfium2 as pdfium
     import pypdfium2.raw as raw
 
+    from pdf_support import draw_picture, draw_text, saved
+
     document = pdfium.PdfDocument.new()
     font = raw.FPDFText_LoadStandardFont(document.raw, b"Helvetica")
+    pages = []
     for number, (width, height) in enumerate(PAGE_SIZES_PT, start=1):
         page = document.new_page(width, height)
         if number == 2:
-            picture = pdfium.PdfImage.new(document)
-            picture.set_bitmap(pdfium.PdfBitmap.from_pil(pattern(64, 48, "colour")))
-            picture.set_matrix(pdfium.PdfMatrix().scale(240, 180).translate(72, 400))
-            page.insert_obj(picture)
+            draw_picture(document, page, pattern(64, 48, "colour"), (72, 400, 240, 180))
         if number != 3:
-            text = raw.FPDFPageObj_CreateTextObj(document.raw, font, 12.0)
-            chars = ctypes.create_string_buffer(f"Page {number}: hello\0".encode("utf-16-le"))
-            raw.FPDFText_SetText(text, ctypes.cast(chars, ctypes.POINTER(raw.FPDF_WCHAR)))
-            raw.FPDFPageObj_Transform(text, 1, 0, 0, 1, 20, height - 40)
-            raw.FPDFPage_InsertObject(page.raw, text)
-        raw.FPDFPage_GenerateContent(page.raw)
-    out = io.BytesIO()
-    document.save(out)
-    document.close()
-    return out.getvalue()
+            draw_text(document, page, font, (20, height - 40), f"Page {number}: hello")
+        pages.append(page)
+    return saved(document, *pages)
 
 
 @pytest.mark.parametrize("task", ["ocr", None], ids=["ocr", "default-task"])

@@ -17,7 +17,8 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -372,3 +373,14 @@ def start(state: StandIn, port: int = 0) -> ThreadingHTTPServer:
     state.url = f"http://127.0.0.1:{server.server_address[1]}"
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
+
+
+@contextmanager
+def serving(state: StandIn) -> Iterator[StandIn]:
+    """``state`` served on loopback for the block (``start``), then shut down."""
+    server = start(state)
+    try:
+        yield state
+    finally:
+        server.shutdown()
+        server.server_close()
